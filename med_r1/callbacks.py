@@ -1,0 +1,78 @@
+"""Trainer callbacks that write the run folder: metrics.jsonl (one line per logging step) and the reward plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from med_r1.io import append_jsonl, read_jsonl
+
+
+class MetricsFile(TrainerCallback):
+    """Appends `{"step": N, **metrics}` to metrics.jsonl at each logging step, on the main process only.
+
+    On resume, lines logged after the checkpoint being resumed are dropped first, so the file never holds a step twice.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        rows = [r for r in read_jsonl(self.path, repair=True) if r.get("step", 0) <= state.global_step]
+        from med_r1.io import atomic_write_text
+
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            row = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
+            append_jsonl(self.path, row)
+
+
+class RewardPlot(TrainerCallback):
+    """Draws rewards.png (total reward and each reward's mean per step) when training ends."""
+
+    def __init__(self, metrics_path: str | Path, out_path: str | Path):
+        self.metrics_path, self.out_path = Path(metrics_path), Path(out_path)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            plot_rewards(self.metrics_path, self.out_path)
+
+
+def plot_rewards(metrics_path: Path, out_path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_jsonl(metrics_path) if "reward" in r]
+    if not rows:
+        return False
+    keys = ["reward"] + sorted(k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        if points:
+            ax.plot(*zip(*points), label=key.removeprefix("rewards/").removesuffix("/mean"), lw=2 if key == "reward" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_path)
+    return True
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, int | float | str | bool | type(None)) else str(value)

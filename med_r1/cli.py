@@ -1,0 +1,143 @@
+"""The `med-r1` command. Each subcommand is a small function; heavy imports happen inside them, so `--help` is instant.
+
+A user's mistake (bad recipe, missing file, bad data) prints a message naming what to fix and exits with status 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from med_r1.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/quickstart.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+
+
+def cmd_train(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.train import train
+
+    final = train(load_recipe(args.recipe, args.overrides))
+    print(f"done: final model in {final}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.preflight import prepare
+    from med_r1.report import plan_summary
+
+    plan = prepare(load_recipe(args.recipe, args.overrides))
+    print(plan_summary(plan))
+    return 0
+
+
+def cmd_tiny_model(args) -> int:
+    from med_r1.tiny import build_tiny_qwen2vl
+
+    print(f"tiny Qwen2-VL written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed)}")
+    return 0
+
+
+def cmd_rewards_list(args) -> int:
+    from med_r1.rewards import available
+
+    rewards = available()
+    width = max(len(name) for name in rewards)
+    for name, reward in rewards.items():
+        print(f"{name:<{width}}  [{reward.kind}]  {reward.summary}")
+    return 0
+
+
+def cmd_rewards_check(args) -> int:
+    import yaml
+
+    from med_r1.rewards import get_reward
+
+    kwargs = {}
+    for item in args.kwarg:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--kwarg {item!r} must look like name=value")
+        kwargs[key] = yaml.safe_load(value)
+    fn = get_reward(args.spec, **kwargs)
+    options = args.options or []
+    answer_type = args.answer_type or ("choice" if options or len(args.solution) == 1 else "open")
+    scores = fn(
+        prompts=None,
+        completions=[[{"role": "assistant", "content": args.completion}]],
+        completion_ids=None,
+        solution=[args.solution],
+        options=[options],
+        answer_type=[answer_type],
+        modality=["unknown"],
+        question_type=["unknown"],
+        dataset=["cli"],
+        question_id=["cli-0"],
+    )
+    print(scores[0])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from med_r1 import __version__
+
+    parser = argparse.ArgumentParser(prog="med-r1", description="GRPO reasoning fine-tuning for medical VLMs.")
+    parser.add_argument("--version", action="version", version=f"med-r1 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a policy with GRPO from a recipe")
+    _overrides(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("validate", help="check a recipe, its data and rewards without loading model weights")
+    _overrides(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL offline (tests, quickstart)")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    rewards = sub.add_parser("rewards", help="list rewards, or score one completion by hand")
+    rsub = rewards.add_subparsers(dest="rewards_command", required=True, metavar="ACTION")
+    p = rsub.add_parser("list", help="built-in rewards with their first docstring line")
+    p.set_defaults(func=cmd_rewards_list)
+    p = rsub.add_parser("check", help="score one completion with a reward (debug a plugin by hand)")
+    p.add_argument("spec", help="a built-in name, entry point, package.module:function or file.py:function")
+    p.add_argument("--completion", required=True)
+    p.add_argument("--solution", required=True, help="the correct letter (or answer text for open questions)")
+    p.add_argument("--options", nargs="*", help="option texts in letter order")
+    p.add_argument("--answer-type", choices=["choice", "closed", "open"])
+    p.add_argument("--kwarg", action="append", default=[], metavar="name=value", help="reward kwargs")
+    p.set_defaults(func=cmd_rewards_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # transformers renames gradient_checkpointing in v6; TRL still uses the old name. Nothing for a user to act on.
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("MED_R1_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

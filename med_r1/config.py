@@ -1,0 +1,404 @@
+"""The recipe: one typed, nested YAML config, validated strictly.
+
+    med-r1 train recipes/quickstart.yaml grpo.learning_rate=5.0e-7 model.finetune=full
+
+Every unknown key, wrong type and bad choice is collected and reported together, each with its dotted path (and a
+did-you-mean hint for typos). The ``grpo:`` section is passed verbatim to ``trl.GRPOConfig`` after its keys and simple
+value types are checked against GRPOConfig's own fields, so every TRL knob is reachable without being re-declared here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from med_r1.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    """'all-linear' or module names such as [q_proj, k_proj, v_proj, o_proj]; matched inside the language model."""
+    include_vision: bool = False
+    """Also adapt the vision tower (excluded by default: Med-R1 and most VLM recipes tune the language side)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str
+    """A Hugging Face model id or local folder of any image-text-to-text model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)."""
+    finetune: Literal["lora", "full"] = "lora"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """'auto' = bfloat16 on a CUDA GPU, float32 on CPU."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = None
+    freeze_vision: bool = False
+    """Full fine-tuning only: keep the vision tower frozen."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    min_pixels: int | None = None
+    """Image pixel bounds applied to the processor, so training and evaluation see the same image tokens."""
+    max_pixels: int | None = None
+    save_merged: bool = False
+    """LoRA only: also save a merged full model next to the adapter."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: str
+    """A dataset folder or file, or 'bundled' for the small OmniMedVQA-format set shipped with med-r1."""
+    format: Literal["auto", "omnimedvqa", "medr1", "jsonl", "vqa-rad", "slake", "pathvqa", "pmc-vqa", "medxpertqa"] = (
+        "auto"
+    )
+    modalities: list[str] = field(default_factory=list)
+    """Keep only these modalities (canonical names or raw OmniMedVQA strings); empty = all."""
+    question_types: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    """Keep only these source datasets; empty = all."""
+    split: Literal["all", "train", "test"] = "all"
+    """Which side of `data.split` to take; 'all' takes every row (e.g. Med-R1's own split files)."""
+    image_root: str | None = None
+    """Folder that relative image paths are resolved against (Med-R1 split files: the OmniMedVQA root)."""
+    roots: dict[str, str] = field(default_factory=dict)
+    """OmniMedVQA restricted-access: dataset name -> local folder holding that dataset's images."""
+    limit: int | None = None
+    """Keep at most this many rows (after filtering and splitting), chosen deterministically."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    by: Literal["question", "image"] = "image"
+    """'image' keeps every image on one side (no leakage); 'question' is Med-R1's scheme (images shared)."""
+    test_ratio: float = 0.2
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: DataSource
+    eval: DataSource | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    image_size: int | None = None
+    """Resize every image to image_size x image_size before the processor (Med-R1 trains at 384)."""
+    frames: int = 8
+    """Frames taken, evenly spaced, from a volume, DICOM series or cine."""
+    window: str = "auto"
+    """DICOM/CT window: 'auto' (from the file), or a preset: brain, soft-tissue, lung, bone."""
+    skip_bad_rows: bool = False
+    """Train on the good rows when `med-r1 data validate` finds errors (the count skipped is logged)."""
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    template: str = "medr1_think"
+    """A template name (see `med_r1.prompts.TEMPLATES`) or a custom template containing {Question}."""
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str
+    """A built-in name, an entry point (group med_r1.rewards), 'package.module:function' or 'path/file.py:function'."""
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    """Log name (rewards/<label>/mean); needed only when one reward is used twice."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: ModelConfig
+    data: DataConfig
+    output_dir: str
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("format"), RewardSpec("accuracy")])
+    reward_errors: Literal["raise", "none"] = "raise"
+    """What a reward that raises does: stop the run ('raise') or score None for the rows it failed on ('none')."""
+    grpo: dict[str, Any] = field(default_factory=dict)
+    """Passed to trl.GRPOConfig (learning_rate, num_generations, beta, loss_type, use_vllm, ...)."""
+    resume: bool | str = False
+    """true: continue from the last checkpoint in output_dir; a path: from that checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------------
+
+# Keys that recipes from other tools carry but TRL 1.16 no longer has, with what to do instead.
+_GRPO_RENAMED = {
+    "max_prompt_length": "removed in TRL 0.28; med-r1 never truncates multimodal prompts, so delete it",
+    "use_liger_loss": "renamed to use_liger_kernel in TRL 0.25",
+    "vllm_device": "removed; colocate mode shares the training GPU, server mode runs `vllm serve` on its own GPUs",
+    "use_transformers_paged": "renamed to use_transformers_continuous_batching",
+    "vllm_importance_sampling_cap": "renamed to vllm_importance_sampling_clip_max",
+}
+# GRPOConfig fields that med-r1 sets from elsewhere in the recipe, so a value has exactly one home.
+_GRPO_OWNED = {
+    "output_dir": "set the top-level `output_dir` instead",
+    "reward_weights": "set `rewards[i].weight` instead",
+    "model_init_kwargs": "set `model.dtype` / `model.attn_implementation` instead",
+}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply `key.sub=value` overrides and validate it; raise ConfigError listing all problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_recipe(raw, overrides, source=str(path))
+
+
+def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "recipe") -> Recipe:
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the recipe must be a mapping of keys to values")
+    raw = apply_overrides(raw, overrides or [], errors)
+    recipe = _build(Recipe, raw, "", errors)
+    if recipe is not None:
+        errors += _check_grpo(recipe.grpo)
+        errors += _check_recipe(recipe)
+    if errors:
+        noun = "problem" if len(errors) == 1 else "problems"
+        raise ConfigError(f"{source}: {len(errors)} {noun}:", errors)
+    return recipe
+
+
+def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
+    """Return a copy of `raw` with each `a.b.c=value` applied; the value is parsed as YAML (`[CT, MRI]`, `5.0e-7`)."""
+    raw = _deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            errors.append(f"override {item!r} must look like key.sub=value (e.g. grpo.learning_rate=5.0e-7)")
+            continue
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        node: Any = raw
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    errors.append(f"override {key}: {'.'.join(parts[:i]) or 'recipe'} has no item {part}")
+                    break
+                part = int(part)
+            elif not isinstance(node, dict):
+                errors.append(f"override {key}: {'.'.join(parts[:i])} is not a mapping")
+                break
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(part), dict | list):
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def dump_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the resolved recipe (every default filled in), atomically."""
+    from med_r1.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Strict conversion
+# --------------------------------------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        errors.append(f"{path or 'recipe'}: expected a mapping, got {_show(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    ok = True
+    for key in raw:
+        if key not in fields:
+            errors.append(_unknown(_join(path, str(key)), str(key), list(fields)))
+            ok = False
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in raw:
+            before = len(errors)
+            kwargs[name] = _convert(raw[name], hints[name], sub, errors)
+            ok &= len(errors) == before
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            errors.append(f"{sub}: required key is missing")
+            ok = False
+    return cls(**kwargs) if ok else None
+
+
+def _convert(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            errors.append(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            trial: list[str] = []
+            result = _convert(value, option, path, trial)
+            if not trial:
+                return result
+        if len(options) == 1:
+            return _convert(value, options[0], path, errors)
+        errors.append(f"{path}: expected {' or '.join(_name(a) for a in options)}, got {_show(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, errors)
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {_show(value)}")
+            return value
+        return [_convert(v, args[0] if args else Any, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {_show(value)}")
+            return value
+        return {str(k): _convert(v, args[1] if args else Any, f"{path}.{k}", errors) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{path}: expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 5e-7 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.append(f"{path}: expected a number, got {_show(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            errors.append(f"{path}: expected a string, got {_show(value)}")
+        return value
+    return value
+
+
+def _check_grpo(grpo: dict[str, Any]) -> list[str]:
+    """Check `grpo:` keys and simple value types against trl.GRPOConfig's fields; fix numbers YAML read as strings."""
+    from trl import GRPOConfig
+
+    hints = typing.get_type_hints(GRPOConfig)
+    names = [f.name for f in dataclasses.fields(GRPOConfig) if f.init]
+    errors = []
+    for key in list(grpo):
+        path = f"grpo.{key}"
+        if key in _GRPO_OWNED:
+            errors.append(f"{path}: {_GRPO_OWNED[key]}")
+        elif key in _GRPO_RENAMED:
+            errors.append(f"{path}: {_GRPO_RENAMED[key]}")
+        elif key not in names:
+            errors.append(_unknown(path, key, names) + " (a trl.GRPOConfig field)")
+        elif _is_simple(hints[key]):
+            trial: list[str] = []
+            converted = _convert(grpo[key], hints[key], path, trial)
+            errors += trial
+            if not trial:
+                grpo[key] = converted
+    return errors
+
+
+def _check_recipe(recipe: Recipe) -> list[str]:
+    from med_r1.prompts import TEMPLATES
+
+    errors = []
+    template = recipe.prompt.template
+    if template not in TEMPLATES and "{Question}" not in template:
+        close = difflib.get_close_matches(template, list(TEMPLATES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        errors.append(
+            f"prompt.template: {template!r} is neither a template name{hint} nor a template containing {{Question}}; "
+            f"names: {', '.join(TEMPLATES)}"
+        )
+    labels = [spec.label or spec.name for spec in recipe.rewards]
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        errors.append(f"rewards: {label!r} is used twice; give one of them a `label` so their logs stay apart")
+    if not recipe.rewards:
+        errors.append("rewards: at least one reward is needed")
+    lora = recipe.model.lora
+    if recipe.model.finetune == "lora" and recipe.model.freeze_vision:
+        errors.append("model.freeze_vision: applies to full fine-tuning; LoRA leaves the vision tower frozen already")
+    if lora.r <= 0:
+        errors.append(f"model.lora.r: must be positive, got {lora.r}")
+    split = recipe.data.split
+    if not 0.0 < split.test_ratio < 1.0:
+        errors.append(f"data.split.test_ratio: must be between 0 and 1, got {split.test_ratio}")
+    if recipe.data.frames < 1:
+        errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
+    return errors
+
+
+def _is_simple(tp: Any) -> bool:
+    if tp in (int, float, bool, str):
+        return True
+    if typing.get_origin(tp) is Literal:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_is_simple(a) or a is type(None) for a in typing.get_args(tp))
+    return False
+
+
+def _unknown(path: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {path}{hint}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return "a list"
+    if typing.get_origin(tp) is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy(v) for v in value]
+    return value

@@ -1,0 +1,82 @@
+"""Filtering, deterministic train/test splits and leakage checks over loaded questions.
+
+Splits hash each question (Med-R1's scheme) or each image (no image on both sides) with the seed, so a row's side
+never depends on which other rows were loaded or filtered: training on CT and testing on all modalities with the same
+seed and ratio can never put one question on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from med_r1.data.records import Question
+from med_r1.data.taxonomy import canonical_modality, canonical_question_type
+from med_r1.errors import DataError
+
+
+def _unit(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_key(question: Question, by: str) -> str:
+    return question.question_id if by == "question" else "\0".join(question.image_key)
+
+
+def side(question: Question, by: str, test_ratio: float, seed: int) -> str:
+    """'test' or 'train' for one question, from a hash of its question id or its image(s)."""
+    return "test" if _unit(seed, split_key(question, by)) < test_ratio else "train"
+
+
+def take_side(questions: list[Question], wanted: str, by: str, test_ratio: float, seed: int) -> list[Question]:
+    if wanted == "all":
+        return list(questions)
+    return [q for q in questions if side(q, by, test_ratio, seed) == wanted]
+
+
+def filter_questions(
+    questions: list[Question],
+    modalities: Iterable[str] = (),
+    question_types: Iterable[str] = (),
+    datasets: Iterable[str] = (),
+    where: str = "data",
+) -> list[Question]:
+    """Keep questions in the given domains (any spelling). A requested value that matches nothing is an error."""
+    wanted_mod = {canonical_modality(m): m for m in modalities}
+    wanted_qt = {canonical_question_type(t): t for t in question_types}
+    wanted_ds = {d.casefold(): d for d in datasets}
+    problems = []
+    for key, wanted, present in (
+        ("modalities", wanted_mod, {q.modality for q in questions}),
+        ("question_types", wanted_qt, {q.question_type for q in questions}),
+        ("datasets", wanted_ds, {q.dataset.casefold() for q in questions}),
+    ):
+        for canon, given in wanted.items():
+            if canon not in present:
+                shown = sorted({q.modality for q in questions} if key == "modalities" else
+                               {q.question_type for q in questions} if key == "question_types" else
+                               {q.dataset for q in questions})
+                problems.append(f"{where}.{key}: {given!r} matches no question; present: {', '.join(shown)}")
+    if problems:
+        raise DataError("data selection matches nothing:", problems)
+    return [
+        q for q in questions
+        if (not wanted_mod or q.modality in wanted_mod)
+        and (not wanted_qt or q.question_type in wanted_qt)
+        and (not wanted_ds or q.dataset.casefold() in wanted_ds)
+    ]
+
+
+def limit(questions: list[Question], n: int | None, seed: int) -> list[Question]:
+    """At most n questions, chosen by hash (stable under reordering), kept in their original order."""
+    if n is None or n >= len(questions):
+        return questions
+    chosen = set(sorted(range(len(questions)), key=lambda i: _unit(seed, questions[i].question_id))[:n])
+    return [q for i, q in enumerate(questions) if i in chosen]
+
+
+def image_overlap(train: list[Question], test: list[Question]) -> list[str]:
+    """Image files used on both sides (sorted). Med-R1's question-level splits share images; by-image splits never do."""
+    train_images = {path for q in train for path in q.images}
+    return sorted({path for q in test for path in q.images} & train_images)

@@ -1,0 +1,104 @@
+"""From a recipe's `data.train` / `data.eval` entry to a list of questions: find the format, load, split, filter.
+
+`path: bundled` is the small OmniMedVQA-format set shipped inside the package (all eight modalities, real images
+where a pip package carries one). Indexing reads metadata only; images are decoded when a row is used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from med_r1.config import DataSource, SplitConfig
+from med_r1.data import selection
+from med_r1.data.records import LoadResult, Problem, Question
+from med_r1.errors import DataError
+
+BUNDLED = Path(__file__).parent / "bundled" / "omnimedvqa_mini"
+FORMATS = ("omnimedvqa", "medr1", "jsonl", "vqa-rad", "slake", "pathvqa", "pmc-vqa", "medxpertqa")
+
+
+def resolve_path(path: str) -> Path:
+    return BUNDLED if path == "bundled" else Path(path).expanduser()
+
+
+def detect_format(path: Path) -> str | None:
+    """Guess the format of a local dataset; None when unsure (then the recipe must name `format`)."""
+    from med_r1.data.medr1_splits import is_medr1_file
+    from med_r1.data.omnimedvqa import find_root
+
+    if path.is_dir():
+        if find_root(path):
+            return "omnimedvqa"
+        if any(path.glob("*.jsonl")):
+            return "jsonl"
+        files = sorted(path.rglob("*.json"))
+        if files and is_medr1_file(files[0]):
+            return "medr1"
+        if (path / "MM").is_dir():
+            return "medxpertqa"
+        return None
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith(".jsonl"):
+        return "jsonl"
+    if suffixes.endswith(".json") and is_medr1_file(path):
+        return "medr1"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(fmt: str, path: str, image_root: str | None, roots: tuple[tuple[str, str], ...]) -> LoadResult:
+    p = Path(path)
+    if fmt == "omnimedvqa":
+        from med_r1.data.omnimedvqa import load_omnimedvqa
+
+        return load_omnimedvqa(p, dict(roots))
+    if fmt == "medr1":
+        from med_r1.data.medr1_splits import load_medr1
+
+        return load_medr1(p, image_root)
+    if fmt == "jsonl":
+        from med_r1.data.jsonl import load_jsonl
+
+        return load_jsonl(p, image_root)
+    from med_r1.data.vqa_sets import LOADERS
+
+    return LOADERS[fmt](p, image_root)
+
+
+def load_source(source: DataSource, where: str = "data.train") -> LoadResult:
+    """Every question of a source, unfiltered, with the problems found while indexing it."""
+    path = resolve_path(source.path)
+    if not path.exists():
+        raise DataError(f"{where}.path: {source.path} does not exist; point it at a dataset folder or file")
+    fmt = source.format
+    if fmt == "auto":
+        fmt = detect_format(path)
+        if fmt is None:
+            raise DataError(f"{where}.path: cannot tell the format of {path}; set {where}.format to one of {FORMATS}")
+    result = _load_cached(fmt, str(path.resolve()), source.image_root, tuple(sorted(source.roots.items())))
+    return LoadResult(list(result.questions), list(result.problems))
+
+
+def select(source: DataSource, split: SplitConfig, where: str = "data.train") -> LoadResult:
+    """Load a source, take its side of the split, filter its domains and apply its limit."""
+    result = load_source(source, where)
+    questions = selection.take_side(result.questions, source.split, split.by, split.test_ratio, split.seed)
+    questions = selection.filter_questions(
+        questions, source.modalities, source.question_types, source.datasets, where=where
+    )
+    questions = selection.limit(questions, source.limit, split.seed)
+    if not questions:
+        raise DataError(f"{where}: no questions left after splitting and filtering {source.path}")
+    # Problems found while indexing (bad records) have no question to filter on, so all of them are kept.
+    return LoadResult(questions, result.problems)
+
+
+def check_images_exist(questions: list[Question]) -> list[Problem]:
+    """Missing image files (a stat per file: cheap enough to run before every training run)."""
+    return [
+        Problem("missing_image", q.source, f"image not found: {path}", question_id=q.question_id)
+        for q in questions
+        for path in q.images
+        if not Path(path).exists()
+    ]

@@ -1,0 +1,113 @@
+"""Load the policy and its processor from a recipe: Auto classes only (never a class picked by path substring),
+dtype and attention from the recipe, LoRA or full fine-tuning, and image pixel bounds on the processor so training
+and evaluation see the same image tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from med_r1.config import ModelConfig
+from med_r1.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# Names the vision side of image-text-to-text models goes by (Qwen2/2.5/3-VL: visual; Llava-likes: vision_tower and
+# multi_modal_projector; Idefics/SmolVLM/Mllama: vision_model).
+VISION_MODULES = ("visual", "vision_tower", "vision_model", "vision_encoder", "multi_modal_projector")
+VISION_REGEX = rf".*(^|\.)({'|'.join(VISION_MODULES)})\..*"
+
+
+def resolve_dtype(name: str, cuda: bool):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if cuda else torch.float32
+    return getattr(torch, name)
+
+
+def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
+    """A local path must exist; a hub id needs the network unless it is already cached."""
+    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").replace("/", os.sep, 1)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise UserError(f"{where}: {name_or_path} holds no config.json: it is not a model folder")
+        return
+    if looks_local or name_or_path.count("/") > 1:
+        raise UserError(f"{where}: {name_or_path} does not exist; give a model folder or a Hugging Face model id")
+
+
+def load_processor(name_or_path: str, config: ModelConfig | None = None):
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path, padding_side="left")
+    except OSError as exc:
+        raise UserError(f"model.name_or_path: cannot load a processor from {name_or_path}: {exc}") from None
+    processor.tokenizer.padding_side = "left"  # batched generation needs left padding
+    if config is not None:
+        apply_pixel_bounds(processor, config.min_pixels, config.max_pixels)
+    return processor
+
+
+def apply_pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Bound the pixels of every image the processor sees (Qwen-VL image processors: size shortest/longest edge)."""
+    if min_pixels is None and max_pixels is None:
+        return
+    image_processor = processor.image_processor
+    size = dict(image_processor.size)
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    size = {k: v for k, v in size.items() if v is not None and k not in ("min_pixels", "max_pixels")}
+    image_processor.size = type(image_processor.size)(**size)
+
+
+def load_model(config: ModelConfig, cuda: bool):
+    """The policy model, frozen as the recipe asks (LoRA adapters are added later by TRL from `lora_config`)."""
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {"dtype": resolve_dtype(config.dtype, cuda)}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(config.name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}")
+    if config.finetune == "full" and config.freeze_vision:
+        frozen = freeze_vision(model)
+        logger.info("froze %d vision-tower parameters", frozen)
+    return model
+
+
+def freeze_vision(model) -> int:
+    import re
+
+    pattern = re.compile(VISION_REGEX)
+    frozen = 0
+    for name, param in model.named_parameters():
+        if pattern.match(name):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    if frozen == 0:
+        raise UserError(f"model.freeze_vision: found no vision tower (modules named {', '.join(VISION_MODULES)})")
+    return frozen
+
+
+def lora_config(config: ModelConfig):
+    """peft.LoraConfig from the recipe; the vision tower is excluded unless `model.lora.include_vision`."""
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        exclude_modules=None if lora.include_vision else VISION_REGEX,
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,160 @@
+"""Everything checked before a model is loaded: recipe, data, rewards, GRPOConfig. Shared by `validate` and `train`.
+
+Errors of every kind are collected and raised together, so one `med-r1 validate` run lists all that needs fixing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from med_r1.config import Recipe
+from med_r1.data.records import Problem, Question
+from med_r1.errors import ConfigError, DataError, UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    train: list[Question]
+    eval: list[Question]
+    rewards: list  # GuardedReward
+    grpo_kwargs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def grpo_kwargs(recipe: Recipe, cuda: bool) -> tuple[dict[str, Any], list[str]]:
+    """GRPOConfig keyword arguments: the recipe's `grpo:` plus the values med-r1 owns, adjusted to the machine."""
+    kwargs = dict(recipe.grpo)
+    notes = []
+    kwargs["output_dir"] = recipe.output_dir
+    kwargs["reward_weights"] = [spec.weight for spec in recipe.rewards]
+    if not cuda:
+        if kwargs.get("bf16") or kwargs.get("fp16"):
+            notes.append("no CUDA GPU here: grpo.bf16/fp16 turned off, training runs in float32 on the CPU")
+        kwargs["bf16"] = False  # TRL defaults to bf16, which raises on a CPU-only machine
+        kwargs["fp16"] = False
+    return kwargs, notes
+
+
+def build_grpo_config(kwargs: dict[str, Any]):
+    from trl import GRPOConfig
+
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"grpo: trl.GRPOConfig rejected the settings: {exc}") from None
+
+
+def build_rewards(recipe: Recipe):
+    """Resolve every reward of the recipe into a guarded callable; all problems are reported together."""
+    from med_r1.rewards.guard import GuardedReward
+    from med_r1.rewards.registry import check_kwargs, resolve
+
+    rewards, problems = [], []
+    for i, spec in enumerate(recipe.rewards):
+        try:
+            reward = resolve(spec.name)
+        except ConfigError as exc:
+            problems.append(f"rewards[{i}].name: {exc}")
+            continue
+        problems += [f"rewards[{i}].{p}" for p in check_kwargs(reward.fn, spec.kwargs)]
+        fn = reward.fn
+        if spec.kwargs:
+            import functools
+
+            fn = functools.partial(reward.fn, **spec.kwargs)
+        rewards.append(GuardedReward(fn, spec.label or reward.name, reward.kind, recipe.reward_errors))
+    if problems:
+        raise ConfigError("rewards: problems:", problems)
+    return rewards
+
+
+def data_problems(questions: list[Question], indexing: list[Problem]) -> list[Problem]:
+    """Problems that stop training: bad records, missing images, duplicate ids."""
+    from med_r1.data.sources import check_images_exist
+
+    problems = [p for p in indexing if p.severity == "error"] + check_images_exist(questions)
+    first: dict[str, str] = {}
+    for q in questions:
+        if q.question_id in first:
+            message = f"question_id {q.question_id} also used by {first[q.question_id]}"
+            problems.append(Problem("duplicate_id", q.source, message, question_id=q.question_id))
+        first.setdefault(q.question_id, q.source)
+    return problems
+
+
+def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Question]:
+    """The questions without problems; of duplicated ids the first occurrence stays."""
+    bad = {p.question_id for p in problems if p.question_id and p.kind != "duplicate_id"}
+    kept, seen = [], set()
+    for q in questions:
+        if q.question_id not in bad and q.question_id not in seen:
+            kept.append(q)
+        seen.add(q.question_id)
+    return kept
+
+
+def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
+    from med_r1.data import rows, sources
+    from med_r1.model import check_model_path
+    from med_r1.rewards.checks import CheckedReward, check_rewards
+
+    cuda = cuda_available() if cuda is None else cuda
+    check_model_path(recipe.model.name_or_path)
+    rewards = build_rewards(recipe)
+    kwargs, warnings = grpo_kwargs(recipe, cuda)
+    build_grpo_config(kwargs)
+    if kwargs.get("use_vllm") and (not cuda or importlib.util.find_spec("vllm") is None):
+        warnings.append("grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here")
+
+    selected = sources.select(recipe.data.train, recipe.data.split, "data.train")
+    problems = data_problems(selected.questions, selected.problems)
+    train, skipped = selected.questions, 0
+    if problems:
+        if not recipe.data.skip_bad_rows:
+            raise DataError(_summary("data.train", problems), [str(p) for p in problems[:10]])
+        train = drop_bad_rows(train, problems)
+        unindexed = sum(1 for p in selected.problems if p.severity == "error")  # records that never became rows
+        skipped = len(selected.questions) - len(train) + unindexed
+        logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", skipped)
+    eval_questions: list[Question] = []
+    if recipe.data.eval is not None:
+        eval_questions = sources.select(recipe.data.eval, recipe.data.split, "data.eval").questions
+
+    records = rows.to_records(train, recipe.prompt)
+    records.pop("image_paths")
+    errors, notes = check_rewards(
+        [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards], records, recipe.prompt.template
+    )
+    if errors:
+        raise UserError("reward checks failed before training:", errors)
+    return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped)
+
+
+def _summary(where: str, problems: list[Problem]) -> str:
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    return (
+        f"{where} has data errors ({counts}); the first are listed below. Run `med-r1 data validate PATH` for the "
+        "full report, fix the data, or set data.skip_bad_rows=true to train on the good rows."
+    )
+
+
+def output_has_run(output_dir: str | Path) -> bool:
+    path = Path(output_dir)
+    return path.is_dir() and any(path.iterdir())

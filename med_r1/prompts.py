@@ -1,0 +1,53 @@
+"""Prompt templates. Med-R1 trains and evaluates with different wordings; each is here by name, word for word.
+
+`{Question}` is the question followed by its options as Med-R1 writes them: ``What is shown? A)CT, B)MRI``.
+"""
+
+from __future__ import annotations
+
+TEMPLATES: dict[str, str] = {
+    # Med-R1 src/r1-v/src/open_r1/grpo_vqa.py (= MedVLM-R1's multiple-choice template).
+    "medr1_think": (
+        "{Question} Your task: 1. Think through the question step by step, enclose your reasoning process in "
+        "<think>...</think> tags. 2. Then provide the correct single-letter choice (A, B, C, D,...) inside "
+        "<answer>...</answer> tags. 3. No extra information or text outside of these tags."
+    ),
+    # Med-R1 grpo_vqa_nothink.py
+    "medr1_nothink": (
+        "{Question} Your task: 1. Provide the correct single-letter choice (A, B, C, D,...) inside "
+        "<answer>...</answer> tags. 2. No extra information or text outside of this tag."
+    ),
+    # Med-R1 src/eval_vqa/test_qwen2vl_vqa.py
+    "medr1_eval_think": (
+        "{Question} Think through the question step by step in <think>...</think> tags. Then provide the correct "
+        "single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags."
+    ),
+    # Med-R1 src/eval_vqa/test_qwen2vl_vqa_nothink.py
+    "medr1_eval_nothink": "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.",
+    # Med-R1 src/eval_vqa/test_qwen2vl_vqa_zero_shot.py (scored by <answer> extraction, so untagged answers fail)
+    "medr1_zeroshot": "{Question} Provide the correct single-letter choice (A, B, C, D,...).",
+    # Open-ended questions (no options): same think/answer contract, a free-text answer.
+    "open_think": (
+        "{Question} Think through the question step by step inside <think>...</think> tags, then give a short final "
+        "answer inside <answer>...</answer> tags."
+    ),
+}
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def resolve_template(name_or_text: str) -> str:
+    """A template name from TEMPLATES, or a custom template (it must contain {Question})."""
+    return TEMPLATES.get(name_or_text, name_or_text)
+
+
+def format_problem(question: str, options: list[str] | tuple[str, ...]) -> str:
+    """Med-R1's `problem` string: the question, a space, then `A)text, B)text` (no space after the parenthesis)."""
+    if not options:
+        return question
+    return question + " " + ", ".join(f"{LETTERS[i]}){text}" for i, text in enumerate(options))
+
+
+def render_prompt(template: str, question: str, options: list[str] | tuple[str, ...]) -> str:
+    # str.replace, not str.format: user templates may contain other braces (JSON examples, LaTeX).
+    return resolve_template(template).replace("{Question}", format_problem(question, options))

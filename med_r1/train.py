@@ -1,0 +1,110 @@
+"""`med-r1 train RECIPE [key=value ...]`: build TRL's GRPOTrainer from a recipe, run it, write the run folder.
+
+    med-r1 train recipes/quickstart.yaml
+    accelerate launch --config_file recipes/accelerate/zero2.yaml -m med_r1 train recipes/med-r1/think_lora.yaml
+
+Run folder: recipe.yaml (resolved), metrics.jsonl, rewards.png, checkpoint-*/, model/ (final model or LoRA adapter,
+with the processor) and, when `model.save_merged`, merged/. A folder that already holds a run is never overwritten:
+pass resume=true to continue it, or another output_dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from med_r1.config import Recipe, dump_recipe
+from med_r1.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def resume_checkpoint(recipe: Recipe) -> str | None:
+    """The checkpoint to resume from, or None for a fresh run (refusing to reuse a folder that holds a run)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(recipe.output_dir)
+    if recipe.resume is False:
+        if out.is_dir() and any(out.iterdir()):
+            raise UserError(
+                f"output_dir {out} already holds files from an earlier run; nothing in it is overwritten. Pass "
+                "resume=true to continue that run from its last checkpoint, or output_dir=<new folder> for a new run."
+            )
+        return None
+    if recipe.resume is True:
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise UserError(f"resume=true but {out} holds no checkpoint-*/ folder to resume from")
+        return last
+    path = Path(recipe.resume)
+    if not (path / "trainer_state.json").exists():
+        raise UserError(f"resume={recipe.resume}: not a checkpoint folder (no trainer_state.json)")
+    return str(path)
+
+
+def build_trainer(recipe: Recipe, plan, cuda: bool):
+    """A GRPOTrainer wired from the recipe: policy, processor, guarded rewards and weights, dataset, GRPOConfig."""
+    from trl import GRPOTrainer
+
+    from med_r1.callbacks import MetricsFile, RewardPlot
+    from med_r1.data.rows import to_dataset
+    from med_r1.model import load_model, load_processor, lora_config
+    from med_r1.preflight import build_grpo_config
+
+    out = Path(recipe.output_dir)
+    args = build_grpo_config(plan.grpo_kwargs)
+    processor = load_processor(recipe.model.name_or_path, recipe.model)
+    model = load_model(recipe.model, cuda)
+    train_dataset = to_dataset(plan.train, recipe.prompt, recipe.data)
+    eval_dataset = to_dataset(plan.eval, recipe.prompt, recipe.data) if plan.eval and args.eval_strategy != "no" else None
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=plan.rewards,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=lora_config(recipe.model) if recipe.model.finetune == "lora" else None,
+        callbacks=[MetricsFile(out / "metrics.jsonl"), RewardPlot(out / "metrics.jsonl", out / "rewards.png")],
+    )
+
+
+def save_final(trainer, recipe: Recipe) -> Path:
+    """Save the final model (or LoRA adapter) and processor into model/, atomically; merged/ too when asked."""
+    out = Path(recipe.output_dir)
+    final = out / "model"
+    tmp = out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
+        if recipe.model.finetune == "lora" and recipe.model.save_merged:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(str(out / "merged"))
+            trainer.processing_class.save_pretrained(str(out / "merged"))
+    return final
+
+
+def train(recipe: Recipe) -> Path:
+    from med_r1.preflight import cuda_available, prepare
+
+    cuda = cuda_available()
+    checkpoint = resume_checkpoint(recipe)
+    plan = prepare(recipe, cuda)
+    for warning in plan.warnings:
+        logger.warning(warning)
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, out / "recipe.yaml")
+    logger.info("training on %d questions (%d skipped), rewards: %s", len(plan.train), plan.skipped,
+                ", ".join(r.__name__ for r in plan.rewards))
+    trainer = build_trainer(recipe, plan, cuda)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    final = save_final(trainer, recipe)
+    errors = {r.__name__: r.errors for r in plan.rewards if r.errors}
+    if errors:
+        logger.warning("reward errors during training (rows scored None): %s", errors)
+    return final

@@ -1,0 +1,149 @@
+"""Where reward names resolve: built-ins, installed entry points, `package.module:function`, `path/file.py:function`.
+
+    >>> from med_r1.rewards import get_reward
+    >>> get_reward("format")([[{"role": "assistant", "content": "<think>x</think><answer>A</answer>"}]])
+    [1.0]
+
+Reward kwargs from a recipe are checked against the function's keyword parameters when the recipe is validated, so a
+typo fails at start-up, not after hours of training.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from med_r1.errors import ConfigError
+
+Kind = Literal["format", "accuracy", "shaping", "other"]
+ENTRY_POINT_GROUP = "med_r1.rewards"
+# Passed by TRL or taken from dataset columns: never settable as recipe kwargs.
+RESERVED = {
+    "prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments",
+    "solution", "options", "answer_type", "modality", "question_type", "dataset", "question_id", "images", "image",
+}
+
+
+@dataclass(frozen=True)
+class Reward:
+    name: str
+    fn: Callable
+    kind: Kind = "other"
+
+    @property
+    def summary(self) -> str:
+        return (inspect.getdoc(self.fn) or "").split("\n")[0]
+
+
+_BUILTINS: dict[str, Reward] = {}
+
+
+def register_reward(name: str, kind: Kind = "other") -> Callable[[Callable], Callable]:
+    """Register a built-in reward under a short name (duplicates are a bug, so they raise)."""
+
+    def decorate(fn: Callable) -> Callable:
+        if name in _BUILTINS:
+            raise ValueError(f"reward {name!r} is registered twice")
+        _BUILTINS[name] = Reward(name, fn, kind)
+        return fn
+
+    return decorate
+
+
+def available() -> dict[str, Reward]:
+    """Built-in rewards by name."""
+    return dict(sorted(_BUILTINS.items()))
+
+
+def resolve(spec: str) -> Reward:
+    """Find the reward a name points to; a ConfigError lists the built-ins and suggests the closest name."""
+    if spec in _BUILTINS:
+        return _BUILTINS[spec]
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == spec:
+            fn = ep.load()
+            return Reward(spec, fn, getattr(fn, "reward_kind", "other"))
+    if ":" in spec:
+        target, _, attr = spec.rpartition(":")
+        module = _load_file(target) if target.endswith(".py") else _import(target, spec)
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise ConfigError(f"reward {spec!r}: {target} has no function {attr!r}")
+        return Reward(fn.__name__, fn, getattr(fn, "reward_kind", "other"))
+    close = difflib.get_close_matches(spec, list(_BUILTINS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"unknown reward {spec!r}{hint}; built-ins: {', '.join(sorted(_BUILTINS))}; "
+        "or name a plugin as 'package.module:function', 'path/to/file.py:function' or an installed entry point"
+    )
+
+
+def get_reward(spec: str, **kwargs: Any) -> Callable:
+    """The callable for a reward spec, with `kwargs` bound (checked against its signature first)."""
+    reward = resolve(spec)
+    problems = check_kwargs(reward.fn, kwargs)
+    if problems:
+        raise ConfigError(f"reward {spec!r}: bad kwargs", problems)
+    return functools.partial(reward.fn, **kwargs) if kwargs else reward.fn
+
+
+def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
+    """Recipe kwargs must be named keyword parameters of the function, of the annotated type."""
+    from med_r1.config import _convert
+
+    params = inspect.signature(fn).parameters
+    settable = [
+        n for n, p in params.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in RESERVED
+    ]
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations in a plugin: skip the type check, keep the name check
+        hints = {}
+    problems = []
+    for key, value in kwargs.items():
+        if key not in settable:
+            close = difflib.get_close_matches(key, settable, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = f"; it takes: {', '.join(settable)}" if settable else "; it takes no kwargs"
+            problems.append(f"kwargs.{key}: not a parameter of {fn.__name__}{hint}{known}")
+        elif key in hints:
+            _convert(value, hints[key], f"kwargs.{key}", problems)
+    return problems
+
+
+def _import(module_name: str, spec: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"reward {spec!r}: cannot import module {module_name!r} ({exc}); is it installed?") from None
+
+
+def _load_file(path: str):
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ConfigError(f"reward file not found: {path}")
+    # A stable, unique module name per file, so two plugin files called rewards.py do not collide.
+    name = f"med_r1_plugin_{file.stem}_{hashlib.sha1(str(file).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # so the reward pickles (multi-process data loading, async trainers)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"reward file {path} failed to import: {type(exc).__name__}: {exc}") from None
+    return module
