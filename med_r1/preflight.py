@@ -137,11 +137,25 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     records = rows.to_records(train, recipe.prompt)
     records.pop("image_paths")
     errors, notes = check_rewards(
-        [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards], records, recipe.prompt.template
+        [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards],
+        records,
+        recipe.prompt.template,
+        tokenize=_tokenizer(recipe.model.name_or_path),
     )
     if errors:
         raise UserError("reward checks failed before training:", errors)
     return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped)
+
+
+def _tokenizer(name_or_path: str):
+    """The policy's tokenizer when it is at hand (no weights are loaded); None otherwise (e.g. offline hub ids)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception:  # not cached / offline: the checks fall back to character codes
+        return None
+    return lambda text: tokenizer.encode(text, add_special_tokens=False)
 
 
 def _summary(where: str, problems: list[Problem]) -> str:

@@ -33,16 +33,25 @@ def gold_completion(answer: str, template: str) -> str:
 
 
 def check_rewards(
-    rewards: list[CheckedReward], rows: dict[str, list], template: str, smoke_rows: dict[str, list] | None = None
+    rewards: list[CheckedReward],
+    rows: dict[str, list],
+    template: str,
+    smoke_rows: dict[str, list] | None = None,
+    tokenize: Callable[[str], list[int]] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Return (errors, warnings). `rows` are dataset columns without images; `smoke_rows` a few rows with images."""
+    """Return (errors, warnings). `rows` are dataset columns without images; `smoke_rows` a few rows with images.
+
+    `tokenize` gives realistic `completion_ids`; without it, character codes stand in for token ids.
+    """
+    tokenize = tokenize or (lambda text: [ord(c) for c in text])
     errors, warnings = [], []
     smoke = smoke_rows or {k: v[:4] for k, v in rows.items()}
     n_smoke = len(smoke["solution"])
     for reward in rewards:
         junk = [[{"role": "assistant", "content": "no answer here"}]] * n_smoke
+        ids = [tokenize("no answer here")] * n_smoke
         try:
-            scores = list(reward.fn(prompts=smoke.get("prompt"), completions=junk, completion_ids=None, **_columns(smoke)))
+            scores = list(reward.fn(prompts=smoke.get("prompt"), completions=junk, completion_ids=ids, **_columns(smoke)))
         except Exception as exc:
             errors.append(f"reward {reward.name!r} raised on rows {_ids(smoke)}: {type(exc).__name__}: {exc}")
             continue
@@ -52,11 +61,13 @@ def check_rewards(
     checked = [r for r in rewards if r.kind in ("format", "accuracy")]
     if not checked:
         return errors, warnings
-    gold = [[{"role": "assistant", "content": gold_completion(a, template)}] for a in rows["solution"]]
+    texts = [gold_completion(a, template) for a in rows["solution"]]
+    gold = [[{"role": "assistant", "content": text}] for text in texts]
+    gold_ids = [tokenize(text) for text in texts]
     columns = _columns(rows)
     for reward in checked:
         try:
-            scores = list(reward.fn(prompts=rows.get("prompt"), completions=gold, completion_ids=None, **columns))
+            scores = list(reward.fn(prompts=rows.get("prompt"), completions=gold, completion_ids=gold_ids, **columns))
         except Exception as exc:
             errors.append(f"reward {reward.name!r} raised on the gold answers: {type(exc).__name__}: {exc}")
             continue

@@ -30,13 +30,13 @@ def detect_format(path: Path) -> str | None:
     if path.is_dir():
         if find_root(path):
             return "omnimedvqa"
+        if (path / "MM").is_dir() or (path.name == "MM" and (path / "test.jsonl").exists()):
+            return "medxpertqa"
         if any(path.glob("*.jsonl")):
             return "jsonl"
         files = sorted(path.rglob("*.json"))
         if files and is_medr1_file(files[0]):
             return "medr1"
-        if (path / "MM").is_dir():
-            return "medxpertqa"
         return None
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith(".jsonl"):
