@@ -120,7 +120,9 @@ def _match_option_text(span: str, options) -> str | None:
         if len(yn) == 1:
             return LETTERS[yn[0]]
     # The answer quotes one option's text inside a sentence; longest unique match wins.
-    contained = [i for i, o in enumerate(normalised) if len(o) >= 3 and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)]
+    contained = [
+        i for i, o in enumerate(normalised) if len(o) >= 3 and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)
+    ]
     if contained:
         longest = max(len(normalised[i]) for i in contained)
         best = [i for i in contained if len(normalised[i]) == longest]

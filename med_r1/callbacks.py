@@ -59,7 +59,11 @@ def plot_rewards(metrics_path: Path, out_path: Path) -> bool:
     for key in keys:
         points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
         if points:
-            ax.plot(*zip(*points), label=key.removeprefix("rewards/").removesuffix("/mean"), lw=2 if key == "reward" else 1)
+            ax.plot(
+                *zip(*points, strict=True),
+                label=key.removeprefix("rewards/").removesuffix("/mean"),
+                lw=2 if key == "reward" else 1,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("mean reward")
     ax.legend(fontsize=8)

@@ -158,7 +158,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe file, apply `key.sub=value` overrides and validate it; raise ConfigError listing all problems."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe file not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
+        raise ConfigError(
+            f"recipe file not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml."
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -207,10 +209,16 @@ def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
                 break
             if last:
                 node[part] = value
-            else:
-                if isinstance(node, dict) and not isinstance(node.get(part), dict | list):
-                    node[part] = {}
-                node = node[part]
+                break
+            if isinstance(node, dict) and not isinstance(node.get(part), dict | list):
+                if parts[i + 1].isdigit():
+                    prefix = ".".join(parts[: i + 1])
+                    errors.append(
+                        f"override {key}: the recipe has no list {prefix} to index; set it whole: {prefix}=[...]"
+                    )
+                    break
+                node[part] = {}
+            node = node[part]
     return raw
 
 
@@ -389,7 +397,9 @@ def _name(tp: Any) -> str:
         return "a list"
     if typing.get_origin(tp) is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _show(value: Any) -> str:

@@ -6,7 +6,7 @@ and evaluation see the same image tokens.
 from __future__ import annotations
 
 import logging
-import os
+import re
 from pathlib import Path
 
 from med_r1.config import ModelConfig
@@ -29,14 +29,13 @@ def resolve_dtype(name: str, cuda: bool):
 
 
 def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
-    """A local path must exist; a hub id needs the network unless it is already cached."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").replace("/", os.sep, 1)
+    """A local folder must hold a model; anything else must at least look like a hub id ('org/name')."""
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if path.is_dir() and not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise UserError(f"{where}: {name_or_path} holds no config.json: it is not a model folder")
         return
-    if looks_local or name_or_path.count("/") > 1:
+    if name_or_path.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
         raise UserError(f"{where}: {name_or_path} does not exist; give a model folder or a Hugging Face model id")
 
 
@@ -77,7 +76,9 @@ def load_model(config: ModelConfig, cuda: bool):
     try:
         model = AutoModelForImageTextToText.from_pretrained(config.name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise UserError(f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}")
+        raise UserError(
+            f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}"
+        ) from None
     if config.finetune == "full" and config.freeze_vision:
         frozen = freeze_vision(model)
         logger.info("froze %d vision-tower parameters", frozen)

@@ -113,14 +113,21 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     from med_r1.rewards.checks import CheckedReward, check_rewards
 
     cuda = cuda_available() if cuda is None else cuda
-    check_model_path(recipe.model.name_or_path)
-    rewards = build_rewards(recipe)
+    failures: list[UserError] = []
     kwargs, warnings = grpo_kwargs(recipe, cuda)
-    build_grpo_config(kwargs)
+    rewards = _collect(failures, build_rewards, recipe)
+    _collect(failures, check_model_path, recipe.model.name_or_path)
+    _collect(failures, build_grpo_config, kwargs)
     if kwargs.get("use_vllm") and (not cuda or importlib.util.find_spec("vllm") is None):
         warnings.append("grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here")
+    selected = _collect(failures, sources.select, recipe.data.train, recipe.data.split, "data.train")
+    if recipe.data.eval is not None:
+        evaluated = _collect(failures, sources.select, recipe.data.eval, recipe.data.split, "data.eval")
+    if failures:
+        if len(failures) == 1:
+            raise failures[0]
+        raise UserError(f"{len(failures)} problems:", [str(f) for f in failures])
 
-    selected = sources.select(recipe.data.train, recipe.data.split, "data.train")
     problems = data_problems(selected.questions, selected.problems)
     train, skipped = selected.questions, 0
     if problems:
@@ -130,9 +137,7 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
         unindexed = sum(1 for p in selected.problems if p.severity == "error")  # records that never became rows
         skipped = len(selected.questions) - len(train) + unindexed
         logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", skipped)
-    eval_questions: list[Question] = []
-    if recipe.data.eval is not None:
-        eval_questions = sources.select(recipe.data.eval, recipe.data.split, "data.eval").questions
+    eval_questions = evaluated.questions if recipe.data.eval is not None else []
 
     records = rows.to_records(train, recipe.prompt)
     records.pop("image_paths")
@@ -145,6 +150,15 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     if errors:
         raise UserError("reward checks failed before training:", errors)
     return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped)
+
+
+def _collect(failures: list[UserError], fn, *args):
+    """Run one independent check; keep its UserError so every problem of a recipe is reported in one go."""
+    try:
+        return fn(*args)
+    except UserError as exc:
+        failures.append(exc)
+        return None
 
 
 def _tokenizer(name_or_path: str):

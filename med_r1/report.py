@@ -9,7 +9,9 @@ def plan_summary(plan) -> str:
     """What `med-r1 validate` found: data per modality, rewards and weights, the effective GRPO batch."""
     recipe, kw = plan.recipe, plan.grpo_kwargs
     lines = [f"recipe OK: {recipe.model.name_or_path} ({recipe.model.finetune}), output_dir {recipe.output_dir}"]
-    lines.append(f"train: {len(plan.train)} questions" + (f" ({plan.skipped} bad rows skipped)" if plan.skipped else ""))
+    lines.append(
+        f"train: {len(plan.train)} questions" + (f" ({plan.skipped} bad rows skipped)" if plan.skipped else "")
+    )
     lines += _counts(plan.train)
     if plan.eval:
         lines.append(f"eval: {len(plan.eval)} questions")

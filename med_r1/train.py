@@ -57,7 +57,9 @@ def build_trainer(recipe: Recipe, plan, cuda: bool):
     processor = load_processor(recipe.model.name_or_path, recipe.model)
     model = load_model(recipe.model, cuda)
     train_dataset = to_dataset(plan.train, recipe.prompt, recipe.data)
-    eval_dataset = to_dataset(plan.eval, recipe.prompt, recipe.data) if plan.eval and args.eval_strategy != "no" else None
+    eval_dataset = (
+        to_dataset(plan.eval, recipe.prompt, recipe.data) if plan.eval and args.eval_strategy != "no" else None
+    )
     return GRPOTrainer(
         model=model,
         reward_funcs=plan.rewards,
@@ -99,8 +101,12 @@ def train(recipe: Recipe) -> Path:
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_recipe(recipe, out / "recipe.yaml")
-    logger.info("training on %d questions (%d skipped), rewards: %s", len(plan.train), plan.skipped,
-                ", ".join(r.__name__ for r in plan.rewards))
+    logger.info(
+        "training on %d questions (%d skipped), rewards: %s",
+        len(plan.train),
+        plan.skipped,
+        ", ".join(r.__name__ for r in plan.rewards),
+    )
     trainer = build_trainer(recipe, plan, cuda)
     trainer.train(resume_from_checkpoint=checkpoint)
     final = save_final(trainer, recipe)

@@ -51,7 +51,9 @@ def check_rewards(
         junk = [[{"role": "assistant", "content": "no answer here"}]] * n_smoke
         ids = [tokenize("no answer here")] * n_smoke
         try:
-            scores = list(reward.fn(prompts=smoke.get("prompt"), completions=junk, completion_ids=ids, **_columns(smoke)))
+            scores = list(
+                reward.fn(prompts=smoke.get("prompt"), completions=junk, completion_ids=ids, **_columns(smoke))
+            )
         except Exception as exc:
             errors.append(f"reward {reward.name!r} raised on rows {_ids(smoke)}: {type(exc).__name__}: {exc}")
             continue

@@ -40,7 +40,9 @@ class GuardedReward:
                 ) from exc
             scores = self._row_by_row(prompts, completions, completion_ids, kwargs)
         if len(scores) != len(completions):
-            raise RewardError(f"reward {self.__name__!r} returned {len(scores)} scores for {len(completions)} completions")
+            raise RewardError(
+                f"reward {self.__name__!r} returned {len(scores)} scores for {len(completions)} completions"
+            )
         if log_metric is not None:
             if self.errors:
                 log_metric(f"rewards/{self.__name__}/errors", float(self.errors))
@@ -52,7 +54,10 @@ class GuardedReward:
     def _row_by_row(self, prompts, completions, completion_ids, kwargs):
         scores = []
         for i in range(len(completions)):
-            row = {k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v) for k, v in kwargs.items()}
+            row = {
+                k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v)
+                for k, v in kwargs.items()
+            }
             try:
                 scores += list(
                     self.fn(
@@ -66,7 +71,9 @@ class GuardedReward:
                 self.errors += 1
                 if self.errors <= 3:
                     qid = row.get("question_id", ["?"])[0]
-                    logger.warning("reward %s raised on question %s: %s: %s", self.__name__, qid, type(exc).__name__, exc)
+                    logger.warning(
+                        "reward %s raised on question %s: %s: %s", self.__name__, qid, type(exc).__name__, exc
+                    )
                 scores.append(None)
         return scores
 

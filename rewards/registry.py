@@ -30,8 +30,22 @@ Kind = Literal["format", "accuracy", "shaping", "other"]
 ENTRY_POINT_GROUP = "med_r1.rewards"
 # Passed by TRL or taken from dataset columns: never settable as recipe kwargs.
 RESERVED = {
-    "prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments",
-    "solution", "options", "answer_type", "modality", "question_type", "dataset", "question_id", "images", "image",
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+    "solution",
+    "options",
+    "answer_type",
+    "modality",
+    "question_type",
+    "dataset",
+    "question_id",
+    "images",
+    "image",
 }
 
 
@@ -104,8 +118,7 @@ def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
 
     params = inspect.signature(fn).parameters
     settable = [
-        n for n, p in params.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in RESERVED
+        n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in RESERVED
     ]
     try:
         hints = typing.get_type_hints(fn)

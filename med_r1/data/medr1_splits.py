@@ -92,7 +92,9 @@ def load_medr1(path: Path, image_root: str | None = None) -> LoadResult:
 
 
 def _parse(record, where, root, index, modality_raw, question_type, fallback_id):
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("image", "problem", "solution")):
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(k), str) for k in ("image", "problem", "solution")
+    ):
         return None, Problem("bad_record", where, 'expected {"image": str, "problem": str, "solution": str}')
     parsed = parse_problem(record["problem"])
     match = _SOLUTION.search(record["solution"])

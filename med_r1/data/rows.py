@@ -18,7 +18,9 @@ COLUMNS = ("question_id", "solution", "options", "answer_type", "modality", "que
 
 def build_prompt(question: Question, prompt: PromptConfig) -> list[dict]:
     messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-    return messages + [{"role": "user", "content": render_prompt(prompt.template, question.question, question.options)}]
+    return messages + [
+        {"role": "user", "content": render_prompt(prompt.template, question.question, question.options)}
+    ]
 
 
 def to_records(questions: list[Question], prompt: PromptConfig) -> dict[str, list]:
@@ -52,7 +54,9 @@ class ImageLoader:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         out = {key: value for key, value in batch.items() if key != "image_paths"}
         if "image_paths" in batch:
-            out["images"] = [self.load(paths, qid) for paths, qid in zip(batch["image_paths"], batch["question_id"])]
+            out["images"] = [
+                self.load(paths, qid) for paths, qid in zip(batch["image_paths"], batch["question_id"], strict=True)
+            ]
         return out
 
     def load(self, paths: list[str], question_id: str) -> list[Image.Image]:

@@ -54,14 +54,19 @@ def filter_questions(
     ):
         for canon, given in wanted.items():
             if canon not in present:
-                shown = sorted({q.modality for q in questions} if key == "modalities" else
-                               {q.question_type for q in questions} if key == "question_types" else
-                               {q.dataset for q in questions})
+                shown = sorted(
+                    {q.modality for q in questions}
+                    if key == "modalities"
+                    else {q.question_type for q in questions}
+                    if key == "question_types"
+                    else {q.dataset for q in questions}
+                )
                 problems.append(f"{where}.{key}: {given!r} matches no question; present: {', '.join(shown)}")
     if problems:
         raise DataError("data selection matches nothing:", problems)
     return [
-        q for q in questions
+        q
+        for q in questions
         if (not wanted_mod or q.modality in wanted_mod)
         and (not wanted_qt or q.question_type in wanted_qt)
         and (not wanted_ds or q.dataset.casefold() in wanted_ds)

@@ -1,0 +1,78 @@
+"""The shared answer parser: tables of real-world answer shapes, and properties that must hold for any input."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from med_r1.eval.answers import extract_answer, is_correct, parse_choice, token_f1, yes_no
+
+OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
+
+
+@pytest.mark.parametrize(
+    "completion, letter",
+    [
+        ("<answer>B</answer>", "B"),
+        ("<answer> b </answer>", "B"),
+        ("<answer>(B)</answer>", "B"),
+        ("<answer>B.</answer>", "B"),
+        ("<answer>B) MRI</answer>", "B"),
+        ("<answer>\nB\n</answer>", "B"),  # multi-line: Med-R1's regex misses it
+        ("<think>A or B?</think><answer>MRI</answer>", "B"),  # option text instead of the letter
+        ("<think>maybe A</think>\n<answer>The answer is B</answer>", "B"),
+        ("<answer>A</answer> then <answer>C</answer>", "C"),  # the last answer tag wins
+        ("I think the answer is C.", "C"),  # untagged
+        ("<think>...</think> D", "D"),
+        ("<answer>E</answer>", None),  # beyond the options
+        ("<answer>A lesion</answer>", None),  # 'A' as an article is not a letter
+        ("<answer></answer>", None),
+        ("", None),
+        ("<answer>it is an ultrasound image</answer>", "D"),
+    ],
+)
+def test_parse_choice(completion, letter):
+    assert parse_choice(extract_answer(completion).text, OPTIONS) == letter
+
+
+def test_yes_no_options_and_closed_answers():
+    assert parse_choice("Yes.", ["No, it's normal.", "Yes"]) == "B"
+    assert yes_no("No, it is normal") == "no" and yes_no("maybe") is None
+    assert is_correct("<answer>yes</answer>", "Yes", answer_type="closed") is True
+    assert is_correct("<answer>no</answer>", "yes", answer_type="closed") is False
+    assert is_correct("<answer>unsure</answer>", "yes", answer_type="closed") is None
+
+
+def test_extract_reports_whether_tagged():
+    assert extract_answer("<answer>A</answer>").tagged
+    assert not extract_answer("<answer>A").tagged and extract_answer("<answer>A").text == "A"
+
+
+def test_token_f1():
+    assert token_f1("the left lung", "left lung") == 1.0
+    assert token_f1("right lung", "left lung") == 0.5
+    assert token_f1("", "x") == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.lists(st.text(min_size=1, max_size=20), min_size=0, max_size=5))
+def test_parser_never_raises(text, options):
+    letter = parse_choice(extract_answer(text).text, options)
+    assert letter is None or letter in "ABCDEFGHIJ"[: max(len(options), 0) or 10]
+
+
+option_text = st.text(alphabet=st.characters(categories=["L", "N", "Zs"]), min_size=3, max_size=20).filter(str.strip)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(option_text, min_size=2, max_size=5, unique_by=lambda s: " ".join(s.split()).casefold()),
+    st.data(),
+)
+def test_any_correctly_formatted_gold_answer_is_correct(options, data):
+    index = data.draw(st.integers(0, len(options) - 1))
+    letter = "ABCDE"[index]
+    shape = data.draw(st.sampled_from(["{L}", "({L})", "{L}.", "{L}) {T}", " {l} ", "\n{L}\n"]))
+    answer = shape.format(L=letter, l=letter.lower(), T=options[index])
+    thought = data.draw(st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40))
+    completion = f"<think>{thought}</think><answer>{answer}</answer>"
+    assert is_correct(completion, letter, options) is True

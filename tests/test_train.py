@@ -1,0 +1,108 @@
+"""`med-r1 train` end to end on the tiny model: what changed, what was written, what is refused."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import tiny_recipe, write_recipe
+from med_r1.cli import main
+
+PLUGIN = Path(__file__).parent / "plugins" / "token_reward.py"
+
+
+def varying_reward(tiny_model) -> dict:
+    """A reward whose group std is never zero, so every step has a gradient."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [tokenizer.convert_tokens_to_ids(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+    return {"name": f"{PLUGIN}:token_set_share", "kwargs": {"token_ids": ids}}
+
+
+def run(tmp_path, recipe) -> int:
+    return main(["train", str(write_recipe(tmp_path / "recipe.yaml", recipe))])
+
+
+@pytest.mark.slow
+def test_full_finetune_changes_every_parameter_and_writes_the_run_folder(tiny_model, omni_dir, tmp_path):
+    recipe = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=3)
+    recipe["rewards"] = [varying_reward(tiny_model), {"name": "format", "weight": 0.5}]
+    assert run(tmp_path, recipe) == 0
+
+    out = tmp_path / "run"
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    unchanged = [k for k in before if before[k].equal(after[k])]
+    assert unchanged == []
+
+    resolved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert resolved["model"]["finetune"] == "full" and resolved["reward_errors"] == "raise"  # defaults filled in
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    assert {"rewards/token_set_share/mean", "rewards/format/mean", "loss", "grad_norm"} <= steps[0].keys()
+    assert (out / "rewards.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "model" / "processor_config.json").exists()
+
+
+@pytest.mark.slow
+def test_freeze_vision_keeps_the_vision_tower(tiny_model, omni_dir, tmp_path):
+    recipe = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=2)
+    recipe["model"]["freeze_vision"] = True
+    recipe["rewards"] = [varying_reward(tiny_model)]
+    assert run(tmp_path, recipe) == 0
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "run/model/model.safetensors")
+    vision = [k for k in before if k.startswith("visual.")]  # checkpoint names (in memory: model.visual.*)
+    assert vision and all(before[k].equal(after[k]) for k in vision)
+    assert all(not before[k].equal(after[k]) for k in before if k not in vision)
+
+
+@pytest.mark.slow
+def test_lora_trains_only_adapters_outside_the_vision_tower(tiny_model, omni_dir, tmp_path):
+    from med_r1.config import parse_recipe
+    from med_r1.preflight import prepare
+    from med_r1.train import build_trainer
+
+    raw = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=3)
+    raw["model"].update(finetune="lora", lora={"r": 4, "alpha": 8})
+    raw["rewards"] = [varying_reward(tiny_model)]
+    recipe = parse_recipe(raw)
+    trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any(".visual." in n for n in trainable)  # vision tower excluded from LoRA by default
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not p.detach().equal(before[n])}
+    assert changed == trainable
+
+
+@pytest.mark.slow
+def test_lora_run_saves_adapter_and_merged_model(tiny_model, omni_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    recipe = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=2)
+    recipe["model"].update(finetune="lora", save_merged=True, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    recipe["rewards"] = [varying_reward(tiny_model)]
+    assert run(tmp_path, recipe) == 0
+    out = tmp_path / "run"
+    adapter = load_file(out / "model" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k and ("q_proj" in k or "v_proj" in k) for k in adapter)
+    assert json.loads((out / "model" / "adapter_config.json").read_text())["r"] == 4
+    merged = AutoModelForImageTextToText.from_pretrained(out / "merged").state_dict()
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    q, k = (f"model.language_model.layers.0.self_attn.{m}_proj.weight" for m in "qk")
+    assert not merged[q].equal(base[q]) and merged[k].equal(base[k])  # adapted modules merged in, others as they were
+
+
+@pytest.mark.slow
+def test_second_run_on_the_same_folder_is_refused_and_nothing_is_lost(tiny_model, omni_dir, tmp_path, capsys):
+    recipe = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=1)
+    assert run(tmp_path, recipe) == 0
+    weights = (tmp_path / "run/model/model.safetensors").read_bytes()
+    assert run(tmp_path, recipe) == 2
+    assert "resume=true" in capsys.readouterr().err
+    assert (tmp_path / "run/model/model.safetensors").read_bytes() == weights
