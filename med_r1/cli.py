@@ -41,6 +41,33 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.eval.run import evaluate
+
+    out = evaluate(load_recipe(args.recipe, args.overrides))
+    print((out / "metrics.md").read_text())
+    print(f"predictions and metrics in {out}")
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.eval.matrix import run_matrix
+
+    print(run_matrix(load_recipe(args.recipe, args.overrides), dry_run=args.dry_run))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from med_r1.eval.compare import compare
+
+    print(compare(Path(args.a), Path(args.b), args.eval))
+    return 0
+
+
 def cmd_tiny_model(args) -> int:
     from med_r1.tiny import build_tiny_qwen2vl
 
@@ -102,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a recipe, its data and rewards without loading model weights")
     _overrides(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("eval", help="evaluate a base model or trained run on the recipe's evaluation data")
+    _overrides(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("matrix", help="train per domain and evaluate on every domain (generalization tables)")
+    _overrides(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and what already exists; run nothing")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("compare", help="per-domain accuracy deltas of two evaluations, with 95%% intervals")
+    p.add_argument("a", help="run folder, eval folder or metrics.json (the reference)")
+    p.add_argument("b", help="run folder, eval folder or metrics.json")
+    p.add_argument("--eval", help="which eval/<name>/ of a run folder to use")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL offline (tests, quickstart)")
     p.add_argument("out_dir")

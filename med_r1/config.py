@@ -110,6 +110,41 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    model: str | None = None
+    """What to evaluate: a model, LoRA adapter, checkpoint or run folder, or 'base' for model.name_or_path. Default:
+    the run's final model (output_dir/model) when it exists, else the base model."""
+    prompt: str | None = None
+    """Prompt template; default: Med-R1's evaluation wording for the training template (medr1_think -> medr1_eval_think)."""
+    name: str | None = None
+    """Results go to output_dir/eval/<name>/; default: the prompt name, with '-base' for the base model."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """'auto' uses vLLM when it is installed and a CUDA GPU is present, else batched transformers generation."""
+    batch_size: int = 16
+    max_new_tokens: int = 256
+    """Med-R1 evaluates greedily with 256 new tokens."""
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    """Completions per question; > 1 (with do_sample) adds pass@k and majority-vote accuracy."""
+    seed: int = 0
+    vllm_gpu_memory_utilization: float = 0.85
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    axis: Literal["modality", "question_type"] = "modality"
+    """Train one policy per domain on this axis, evaluate each on every domain (Med-R1's generalization tables)."""
+    train_domains: list[str] = field(default_factory=list)
+    """Domains to train on; empty = every domain present in data.train."""
+    test_domains: list[str] = field(default_factory=list)
+    """Domains reported as columns; empty = every domain present in data.eval."""
+    baseline: bool = True
+    """Also evaluate the untrained base model (the baseline row)."""
+
+
+@dataclass(frozen=True)
 class RewardSpec:
     name: str
     """A built-in name, an entry point (group med_r1.rewards), 'package.module:function' or 'path/file.py:function'."""
@@ -132,6 +167,8 @@ class Recipe:
     """Passed to trl.GRPOConfig (learning_rate, num_generations, beta, loss_type, use_vllm, ...)."""
     resume: bool | str = False
     """true: continue from the last checkpoint in output_dir; a path: from that checkpoint."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -346,14 +383,14 @@ def _check_recipe(recipe: Recipe) -> list[str]:
     from med_r1.prompts import TEMPLATES
 
     errors = []
-    template = recipe.prompt.template
-    if template not in TEMPLATES and "{Question}" not in template:
-        close = difflib.get_close_matches(template, list(TEMPLATES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        errors.append(
-            f"prompt.template: {template!r} is neither a template name{hint} nor a template containing {{Question}}; "
-            f"names: {', '.join(TEMPLATES)}"
-        )
+    for key, template in (("prompt.template", recipe.prompt.template), ("eval.prompt", recipe.eval.prompt)):
+        if template is not None and template not in TEMPLATES and "{Question}" not in template:
+            close = difflib.get_close_matches(template, list(TEMPLATES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            errors.append(
+                f"{key}: {template!r} is neither a template name{hint} nor a template containing {{Question}}; "
+                f"names: {', '.join(TEMPLATES)}"
+            )
     labels = [spec.label or spec.name for spec in recipe.rewards]
     for label in sorted({x for x in labels if labels.count(x) > 1}):
         errors.append(f"rewards: {label!r} is used twice; give one of them a `label` so their logs stay apart")
@@ -367,6 +404,8 @@ def _check_recipe(recipe: Recipe) -> list[str]:
     split = recipe.data.split
     if not 0.0 < split.test_ratio < 1.0:
         errors.append(f"data.split.test_ratio: must be between 0 and 1, got {split.test_ratio}")
+    if recipe.eval.num_samples > 1 and not recipe.eval.do_sample:
+        errors.append("eval.num_samples: more than one sample needs eval.do_sample=true (greedy gives one answer)")
     if recipe.data.frames < 1:
         errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
     return errors

@@ -28,8 +28,19 @@ def resolve_dtype(name: str, cuda: bool):
     return getattr(torch, name)
 
 
+def resolve_model_path(name_or_path: str) -> str:
+    """A recipe's model name as something `from_pretrained` takes: 'builtin:tiny-qwen2vl' becomes its cache folder."""
+    from med_r1.tiny import BUILTIN_NAME, builtin_tiny_model
+
+    return str(builtin_tiny_model()) if name_or_path == BUILTIN_NAME else name_or_path
+
+
 def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
     """A local folder must hold a model; anything else must at least look like a hub id ('org/name')."""
+    from med_r1.tiny import BUILTIN_NAME
+
+    if name_or_path == BUILTIN_NAME:
+        return
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
@@ -42,6 +53,7 @@ def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> No
 def load_processor(name_or_path: str, config: ModelConfig | None = None):
     from transformers import AutoProcessor
 
+    name_or_path = resolve_model_path(name_or_path)
     try:
         processor = AutoProcessor.from_pretrained(name_or_path, padding_side="left")
     except OSError as exc:
@@ -74,7 +86,7 @@ def load_model(config: ModelConfig, cuda: bool):
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     try:
-        model = AutoModelForImageTextToText.from_pretrained(config.name_or_path, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(config.name_or_path), **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(
             f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}"

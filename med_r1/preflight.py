@@ -109,7 +109,7 @@ def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Qu
 
 def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     from med_r1.data import rows, sources
-    from med_r1.model import check_model_path
+    from med_r1.model import check_model_path, resolve_model_path
     from med_r1.rewards.checks import CheckedReward, check_rewards
 
     cuda = cuda_available() if cuda is None else cuda
@@ -145,7 +145,7 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
         [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards],
         records,
         recipe.prompt.template,
-        tokenize=_tokenizer(recipe.model.name_or_path),
+        tokenize=_tokenizer(resolve_model_path(recipe.model.name_or_path)),
     )
     if errors:
         raise UserError("reward checks failed before training:", errors)
@@ -181,8 +181,3 @@ def _summary(where: str, problems: list[Problem]) -> str:
         f"{where} has data errors ({counts}); the first are listed below. Run `med-r1 data validate PATH` for the "
         "full report, fix the data, or set data.skip_bad_rows=true to train on the good rows."
     )
-
-
-def output_has_run(output_dir: str | Path) -> bool:
-    path = Path(output_dir)
-    return path.is_dir() and any(path.iterdir())

@@ -10,7 +10,11 @@ Nothing touches the network, and the same seed gives byte-identical files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+BUILTIN_NAME = "builtin:tiny-qwen2vl"
+"""Recipes may name the tiny model this way; it is built on first use into the med-r1 cache (same bytes every time)."""
 
 QWEN2VL_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -147,3 +151,19 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def builtin_tiny_model(seed: int = 0) -> Path:
+    """The tiny model in the cache ($MED_R1_CACHE, default ~/.cache/med_r1), built there on first use."""
+    cache = Path(os.environ.get("MED_R1_CACHE", Path.home() / ".cache" / "med_r1"))
+    path = cache / f"tiny-qwen2vl-seed{seed}"
+    if not (path / "model.safetensors").exists():
+        tmp = cache / f".tiny-qwen2vl-seed{seed}.{os.getpid()}"
+        build_tiny_qwen2vl(tmp, seed=seed)
+        try:
+            tmp.replace(path)
+        except OSError:  # another process finished first; its copy is byte-identical
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -20,15 +20,22 @@ from med_r1.errors import UserError
 logger = logging.getLogger(__name__)
 
 
+def holds_run(out: Path) -> bool:
+    """A training run was started here (evaluation results of a base model alone do not count)."""
+    return any((out / name).exists() for name in ("recipe.yaml", "model", "metrics.jsonl")) or any(
+        out.glob("checkpoint-*")
+    )
+
+
 def resume_checkpoint(recipe: Recipe) -> str | None:
     """The checkpoint to resume from, or None for a fresh run (refusing to reuse a folder that holds a run)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(recipe.output_dir)
     if recipe.resume is False:
-        if out.is_dir() and any(out.iterdir()):
+        if holds_run(out):
             raise UserError(
-                f"output_dir {out} already holds files from an earlier run; nothing in it is overwritten. Pass "
+                f"output_dir {out} already holds an earlier run; nothing in it is overwritten. Pass "
                 "resume=true to continue that run from its last checkpoint, or output_dir=<new folder> for a new run."
             )
         return None

@@ -1,0 +1,124 @@
+"""Generation backends for evaluation: batched transformers `generate` (any machine) and vLLM (CUDA GPU).
+
+Both render prompts exactly as training does (TRL's `prepare_multimodal_messages` + the processor's chat template) and
+see images through the same processor pixel bounds, so evaluation measures the policy that was trained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Protocol
+
+from med_r1.config import EvalConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
+        """One list of `num_samples` completions per conversation (images inside the messages)."""
+        ...
+
+
+def vllm_usable() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def pick_backend(name: str) -> str:
+    if name == "auto":
+        return "vllm" if vllm_usable() else "hf"
+    if name == "vllm" and not vllm_usable():
+        from med_r1.errors import UserError
+
+        raise UserError(
+            "eval.backend=vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); use eval.backend=hf"
+        )
+    return name
+
+
+class HFBackend:
+    """Batched `model.generate` with left padding; greedy unless `do_sample`."""
+
+    def __init__(self, model, processor, config: EvalConfig):
+        import torch
+
+        self.model, self.processor, self.config = model, processor, config
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.kwargs = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample}
+        if config.do_sample:
+            self.kwargs |= {
+                "temperature": config.temperature,
+                "top_p": config.top_p,
+                "top_k": 0,
+                "num_return_sequences": config.num_samples,
+            }
+        else:  # plain greedy: no sampling knobs from the model's own generation_config leak in
+            self.kwargs |= {"temperature": None, "top_p": None, "top_k": None}
+        image_token = getattr(model.config, "image_token_id", None)
+        if image_token is not None:
+            self.kwargs["suppress_tokens"] = [image_token]  # a sampled image token would break the next forward
+
+    def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
+        import torch
+
+        inputs = self.processor.apply_chat_template(
+            conversation=conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        if self.config.do_sample:
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=self.generator)))
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self.kwargs)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.batch_decode(new, skip_special_tokens=True)
+        n = self.config.num_samples if self.config.do_sample else 1
+        return [texts[i * n : (i + 1) * n] for i in range(len(conversations))]
+
+
+class VLLMBackend:
+    """vLLM offline inference; the processor's pixel bounds are passed as mm_processor_kwargs."""
+
+    def __init__(self, model_path: str, processor, config: EvalConfig, max_images: int, dtype: str = "bfloat16"):
+        from vllm import LLM, SamplingParams
+
+        size = dict(processor.image_processor.size)
+        mm_kwargs = {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+        self.processor = processor
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=config.seed,
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            limit_mm_per_prompt={"image": max(1, max_images), "video": 0},
+            mm_processor_kwargs={k: v for k, v in mm_kwargs.items() if v},
+        )
+        self.params = SamplingParams(
+            n=config.num_samples if config.do_sample else 1,
+            temperature=config.temperature if config.do_sample else 0.0,
+            top_p=config.top_p if config.do_sample else 1.0,
+            max_tokens=config.max_new_tokens,
+            seed=config.seed,
+        )
+
+    def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
+        requests = []
+        for conversation in conversations:
+            images = [
+                part["image"]
+                for m in conversation
+                if isinstance(m["content"], list)
+                for part in m["content"]
+                if part.get("type") == "image"
+            ]
+            text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+            requests.append({"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text})
+        outputs = self.llm.generate(requests, self.params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outputs]

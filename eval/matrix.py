@@ -1,0 +1,242 @@
+"""`med-r1 matrix RECIPE [--dry-run] [key=value ...]`: Med-R1's cross-modality / cross-task generalization experiment.
+
+For each training domain (a modality, or a question type) a policy is trained on that domain alone and evaluated on
+every test domain; the untrained base model is the baseline row. Results: matrix.csv/.md/.png (accuracy) and
+matrix_delta.csv/.md/.png (improvement over the baseline) in output_dir. Finished trainings and evaluations are
+reused, an interrupted training resumes from its last checkpoint, and a second invocation runs nothing new.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from med_r1.config import Recipe
+from med_r1.data.taxonomy import slug
+from med_r1.io import atomic_write_json, atomic_write_text, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Cell:
+    domain: str
+    recipe: Recipe
+    trains: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.recipe.output_dir)
+
+
+def split_protocol(recipe: Recipe) -> str:
+    if recipe.data.train.format == "medr1" or recipe.data.eval is not None and recipe.data.eval.format == "medr1":
+        return "Med-R1 split files (the paper's protocol: question-level splits; images shared between train and test)"
+    by = recipe.data.split
+    scheme = "by image (no image in both train and test)" if by.by == "image" else "by question (images may be shared)"
+    return f"med-r1 split {scheme}, test_ratio {by.test_ratio}, seed {by.seed}"
+
+
+def domains(recipe: Recipe) -> tuple[list[str], list[str]]:
+    from med_r1.data import sources
+    from med_r1.eval.run import load_eval_questions
+
+    axis = recipe.matrix.axis
+    train = sources.select(recipe.data.train, recipe.data.split, "data.train").questions
+    test = load_eval_questions(recipe)
+    train_domains = recipe.matrix.train_domains or sorted({getattr(q, axis) for q in train})
+    test_domains = recipe.matrix.test_domains or sorted({getattr(q, axis) for q in test})
+    return train_domains, test_domains
+
+
+def cells(recipe: Recipe, train_domains: list[str]) -> list[Cell]:
+    out = Path(recipe.output_dir)
+    field = "modalities" if recipe.matrix.axis == "modality" else "question_types"
+    result = []
+    if recipe.matrix.baseline:
+        base = replace(recipe, output_dir=str(out / "base"), eval=replace(recipe.eval, model="base", name="base"))
+        result.append(Cell("base", base, trains=False))
+    for domain in train_domains:
+        data = replace(recipe.data, train=replace(recipe.data.train, **{field: [domain]}))
+        run = replace(
+            recipe,
+            data=data,
+            output_dir=str(out / f"train-{slug(domain)}"),
+            resume=False,
+            eval=replace(recipe.eval, model=None, name="matrix"),
+        )
+        result.append(Cell(domain, run, trains=True))
+    return result
+
+
+def train_status(cell: Cell) -> str:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not cell.trains:
+        return "-"
+    if (cell.run_dir / "model").is_dir():
+        return "done"
+    last = get_last_checkpoint(str(cell.run_dir)) if cell.run_dir.is_dir() else None
+    return f"resume from {Path(last).name}" if last else "todo"
+
+
+def eval_status(cell: Cell, n_questions: int) -> str:
+    rows = (
+        read_jsonl(cell.run_dir / "eval" / cell.recipe.eval.name / "predictions.jsonl")
+        if cell.recipe.eval.name
+        else []
+    )
+    if len(rows) >= n_questions:
+        return "done"
+    return f"resume ({len(rows)}/{n_questions})" if rows else "todo"
+
+
+def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
+    from med_r1.eval.run import evaluate, load_eval_questions
+    from med_r1.train import train
+
+    train_domains, test_domains = domains(recipe)
+    n_eval = len(load_eval_questions(recipe))
+    plan = cells(recipe, train_domains)
+    lines = [
+        f"matrix over {recipe.matrix.axis}: {len(train_domains)} training domains x {len(test_domains)} test "
+        f"domains{' + baseline' if recipe.matrix.baseline else ''}; {n_eval} evaluation questions",
+        f"split: {split_protocol(recipe)}",
+    ]
+    for cell in plan:
+        lines.append(
+            f"  {cell.domain:<28} train: {train_status(cell):<24} eval: {eval_status(cell, n_eval)}  ({cell.run_dir})"
+        )
+    todo_train = sum(train_status(c) not in ("done", "-") for c in plan)
+    todo_eval = sum(eval_status(c, n_eval) != "done" for c in plan)
+    lines.append(f"to run: {todo_train} trainings, {todo_eval} evaluations")
+    if dry_run:
+        return "\n".join(lines)
+    for cell in plan:
+        status = train_status(cell)
+        if status == "todo" and cell.run_dir.exists() and any(cell.run_dir.iterdir()):
+            aside = cell.run_dir.with_name(f"{cell.run_dir.name}.incomplete-{int(time.time())}")
+            logger.warning("%s died before its first checkpoint; moved to %s", cell.run_dir, aside)
+            shutil.move(str(cell.run_dir), aside)  # moved, not deleted: nothing is lost
+        if status.startswith("resume"):
+            train(replace(cell.recipe, resume=True))
+        elif status == "todo":
+            train(cell.recipe)
+        if eval_status(cell, n_eval) != "done":
+            evaluate(cell.recipe)
+    return "\n".join(lines) + "\n" + write_tables(recipe, plan, test_domains)
+
+
+def write_tables(recipe: Recipe, plan: list[Cell], test_domains: list[str]) -> str:
+    axis = f"by_{recipe.matrix.axis}"
+    out = Path(recipe.output_dir)
+    acc: dict[str, dict[str, float | None]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for cell in plan:
+        metrics = json.loads((cell.run_dir / "eval" / cell.recipe.eval.name / "metrics.json").read_text())
+        acc[cell.domain] = {d: metrics[axis].get(d, {}).get("accuracy") for d in test_domains}
+        counts[cell.domain] = {d: metrics[axis].get(d, {}).get("count", 0) for d in test_domains}
+    rows = [c.domain for c in plan]
+    header = f"Generalization over {recipe.matrix.axis} (rows: trained on; columns: evaluated on). {split_protocol(recipe)}."
+    atomic_write_text(out / "matrix.csv", _csv(rows, test_domains, acc))
+    md = [f"# Accuracy\n\n{header}\n", _markdown(rows, test_domains, acc)]
+    _heatmap(rows, test_domains, acc, out / "matrix.png", f"Accuracy (%) by {recipe.matrix.axis}", "viridis")
+    delta = None
+    if "base" in acc:
+        delta = {
+            r: {
+                d: None if acc[r][d] is None or acc["base"][d] is None else acc[r][d] - acc["base"][d]
+                for d in test_domains
+            }
+            for r in rows
+            if r != "base"
+        }
+        atomic_write_text(out / "matrix_delta.csv", _csv(list(delta), test_domains, delta))
+        md += [
+            f"\n# Improvement over the base model (points)\n\n{header}\n",
+            _markdown(list(delta), test_domains, delta, signed=True),
+        ]
+        _heatmap(
+            list(delta),
+            test_domains,
+            delta,
+            out / "matrix_delta.png",
+            f"Accuracy gain over base (points) by {recipe.matrix.axis}",
+            "RdBu",
+            centred=True,
+        )
+    atomic_write_text(out / "matrix.md", "\n".join(md))
+    atomic_write_json(
+        out / "matrix.json",
+        {
+            "axis": recipe.matrix.axis,
+            "split": split_protocol(recipe),
+            "accuracy": acc,
+            "improvement": delta,
+            "counts": counts,
+        },
+    )
+    return "\n".join(md)
+
+
+def _csv(rows, cols, table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["trained_on", *cols])
+    for r in rows:
+        writer.writerow([r, *("" if table[r][c] is None else f"{100 * table[r][c]:.2f}" for c in cols)])
+    return buffer.getvalue()
+
+
+def _markdown(rows, cols, table, signed: bool = False) -> str:
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    lines = ["| trained on | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r} | "
+            + " | ".join("-" if table[r][c] is None else fmt.format(100 * table[r][c]) for c in cols)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _heatmap(rows, cols, table, path: Path, title: str, cmap: str, centred: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if table[r][c] is None else 100 * table[r][c] for c in cols] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.6 * len(rows) + 1.8))
+    limit = np.nanmax(np.abs(values)) if centred and np.isfinite(values).any() else None
+    image = ax.imshow(values, cmap=cmap, vmin=-limit if limit else None, vmax=limit)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained on")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(values[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:+.1f}" if centred else f"{values[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if centred else "white",
+                )
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

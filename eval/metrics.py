@@ -1,0 +1,103 @@
+"""Accuracy tables from predictions: overall and per modality, question type and source dataset.
+
+Unparseable outputs count as wrong (as in Med-R1) and their share is reported beside the accuracy. Rows whose image
+could not be read are counted apart and left out of the accuracy. Intervals are 95% Wilson score intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+
+GROUPS = ("modality", "question_type", "dataset")
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority(parsed: list[str | None]) -> str | None:
+    votes = Counter(p for p in parsed if p is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def _cell(rows: list[dict]) -> dict:
+    scored = [r for r in rows if "error" not in r]
+    n = len(scored)
+    correct = sum(bool(r["correct"]) for r in scored)
+    cell = {
+        "accuracy": correct / n if n else 0.0,
+        "count": n,
+        "correct": correct,
+        "unparseable": sum(r["parsed"] is None for r in scored) / n if n else 0.0,
+        "ci95": list(wilson(correct, n)),
+    }
+    if len(rows) != n:
+        cell["errors"] = len(rows) - n
+    samples = [r for r in scored if "correct_all" in r]
+    if samples:
+        k = len(samples[0]["correct_all"])
+        cell[f"pass@{k}"] = sum(pass_at_k(k, sum(r["correct_all"]), k) for r in samples) / len(samples)
+        cell[f"majority@{k}"] = sum(r["majority_correct"] for r in samples) / len(samples)
+        cell["mean_sample_accuracy"] = sum(sum(r["correct_all"]) / k for r in samples) / len(samples)
+    return cell
+
+
+def summarize(predictions: list[dict]) -> dict:
+    groups: dict[str, dict[str, list[dict]]] = {g: defaultdict(list) for g in GROUPS}
+    for row in predictions:
+        for g in GROUPS:
+            groups[g][row.get(g) or "unknown"].append(row)
+    return {
+        "overall": _cell(predictions),
+        **{f"by_{g}": {key: _cell(rows) for key, rows in sorted(groups[g].items())} for g in GROUPS},
+    }
+
+
+def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
+    overall = metrics["overall"]
+    extra = [k for k in overall if k.startswith(("pass@", "majority@"))]
+    lines = [
+        f"# {title}",
+        "",
+        f"Overall accuracy **{_pct(overall['accuracy'])}** over {overall['count']} questions "
+        f"(95% CI {_pct(overall['ci95'][0])}-{_pct(overall['ci95'][1])}; unparseable {_pct(overall['unparseable'])}).",
+    ]
+    if overall.get("errors"):
+        lines.append(
+            f"{overall['errors']} questions had unreadable images and are not counted (see predictions.jsonl)."
+        )
+    for g in GROUPS:
+        lines += [
+            "",
+            f"## By {g.replace('_', ' ')}",
+            "",
+            "| "
+            + g.replace("_", " ")
+            + " | accuracy | 95% CI | n | unparseable |"
+            + "".join(f" {k} |" for k in extra),
+            "|---|---|---|---|---|" + "---|" * len(extra),
+        ]
+        for key, cell in metrics[f"by_{g}"].items():
+            ci = f"{_pct(cell['ci95'][0])}-{_pct(cell['ci95'][1])}"
+            tail = "".join(f" {_pct(cell.get(k, 0.0))} |" for k in extra)
+            lines.append(
+                f"| {key} | {_pct(cell['accuracy'])} | {ci} | {cell['count']} | {_pct(cell['unparseable'])} |{tail}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"

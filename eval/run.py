@@ -1,0 +1,235 @@
+"""`med-r1 eval RECIPE [key=value ...]`: evaluate a base model or a trained run on the recipe's evaluation data.
+
+    med-r1 eval recipes/med-r1/think_full.yaml                       # the run's final model, Med-R1's eval prompt
+    med-r1 eval recipes/med-r1/think_full.yaml eval.model=base eval.prompt=medr1_zeroshot
+
+Writes output_dir/eval/<name>/: predictions.jsonl (one line per question, appended as batches finish), metrics.json
+and metrics.md. An interrupted evaluation resumes where it stopped: answered questions are skipped and a torn last
+line is cut off, so every question ends up with exactly one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from med_r1.config import Recipe
+from med_r1.data.records import Question
+from med_r1.errors import DataError, UserError
+from med_r1.eval.answers import extract_answer, is_correct, parse_choice, yes_no
+from med_r1.eval.metrics import majority, summarize, to_markdown
+from med_r1.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+EVAL_PROMPT = {"medr1_think": "medr1_eval_think", "medr1_nothink": "medr1_eval_nothink"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is evaluated: a full model folder or hub id, or a LoRA adapter on its base."""
+
+    model: str
+    adapter: str | None
+    processor: str
+    label: str
+    is_base: bool
+
+
+def resolve_target(recipe: Recipe) -> Target:
+    from med_r1.model import resolve_model_path
+
+    choice = recipe.eval.model
+    base = resolve_model_path(recipe.model.name_or_path)
+    if choice is None:
+        final = Path(recipe.output_dir) / "model"
+        if not final.is_dir():
+            logger.warning("no trained model in %s; evaluating the base model %s", final, recipe.model.name_or_path)
+            return Target(base, None, base, recipe.model.name_or_path, True)
+        choice = str(final)
+    if choice == "base":
+        return Target(base, None, base, recipe.model.name_or_path, True)
+    return target_from_folder(Path(choice).expanduser())
+
+
+def target_from_folder(path: Path) -> Target:
+    if (path / "model").is_dir() and (path / "recipe.yaml").exists():  # a run folder: its final model
+        path = path / "model"
+    has_processor = (path / "processor_config.json").exists() or (path / "tokenizer_config.json").exists()
+    if (path / "adapter_config.json").exists():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise UserError(f"eval.model: {path}/adapter_config.json names no base model")
+        return Target(base, str(path), str(path) if has_processor else base, str(path), False)
+    if (path / "config.json").exists():
+        return Target(str(path), None, str(path) if has_processor else str(path), str(path), False)
+    raise UserError(
+        f"eval.model: {path} is not a model or LoRA adapter folder (no config.json or adapter_config.json); "
+        "give a run folder, its model/ or checkpoint-N/ folder, or eval.model=base"
+    )
+
+
+def prompt_variant(recipe: Recipe) -> str:
+    return recipe.eval.prompt or EVAL_PROMPT.get(recipe.prompt.template, recipe.prompt.template)
+
+
+def eval_dir(recipe: Recipe, target: Target, prompt: str) -> Path:
+    name = recipe.eval.name or (prompt if len(prompt) <= 40 else "custom") + ("-base" if target.is_base else "")
+    return Path(recipe.output_dir) / "eval" / name
+
+
+def load_eval_questions(recipe: Recipe) -> list[Question]:
+    from med_r1.data import sources
+
+    if recipe.data.eval is None:
+        raise UserError("data.eval is not set: name the evaluation data, e.g. data.eval.path=... data.eval.split=test")
+    return sources.select(recipe.data.eval, recipe.data.split, "data.eval").questions
+
+
+def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
+    """The generation backend with its processor: vLLM on a GPU when available, else batched transformers."""
+    from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
+    from med_r1.model import load_processor, resolve_dtype
+    from med_r1.preflight import cuda_available
+
+    cuda = cuda_available()
+    name = pick_backend(recipe.eval.backend)
+    processor = load_processor(target.processor, recipe.model)
+    if name == "vllm" and not target.adapter:
+        return VLLMBackend(target.model, processor, recipe.eval, max_images), name
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {"dtype": resolve_dtype(recipe.model.dtype, cuda)}
+    if recipe.model.attn_implementation:
+        kwargs["attn_implementation"] = recipe.model.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(target.model, **kwargs)
+    if target.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, target.adapter).merge_and_unload()  # merged: faster generation
+        if name == "vllm":  # vLLM reads weights from disk: save the merged model once, beside the results
+            merged = out / "merged-model"
+            if not (merged / "config.json").exists():
+                model.save_pretrained(merged)
+                processor.save_pretrained(merged)
+            del model
+            return VLLMBackend(str(merged), processor, recipe.eval, max_images), name
+    return HFBackend(model.to("cuda" if cuda else "cpu").eval(), processor, recipe.eval), name
+
+
+def prediction(question: Question, outputs: list[str], prompt: str) -> dict:
+    kind = question.answer_type
+    parsed_all = [_parse(o, question) for o in outputs]
+    correct_all = [bool(is_correct(o, question.answer, question.options, kind)) for o in outputs]
+    row = {
+        "question_id": question.question_id,
+        "modality": question.modality,
+        "question_type": question.question_type,
+        "dataset": question.dataset,
+        "answer_type": kind,
+        "prompt": prompt,
+        "solution": question.answer,
+        "output": outputs[0],
+        "parsed": parsed_all[0],
+        "correct": correct_all[0],
+    }
+    if len(outputs) > 1:
+        vote = majority(parsed_all)
+        row |= {
+            "outputs": outputs,
+            "parsed_all": parsed_all,
+            "correct_all": correct_all,
+            "majority_correct": vote is not None and correct_all[parsed_all.index(vote)],
+        }
+    return row
+
+
+def _parse(output: str, question: Question) -> str | None:
+    text = extract_answer(output).text
+    if question.answer_type == "choice":
+        return parse_choice(text, question.options)
+    if question.answer_type == "closed":
+        return yes_no(text)
+    return text or None
+
+
+def evaluate(recipe: Recipe) -> Path:
+    from med_r1.data.rows import ImageLoader, build_prompt
+
+    target = resolve_target(recipe)
+    prompt = prompt_variant(recipe)
+    questions = load_eval_questions(recipe)
+    out = eval_dir(recipe, target, prompt)
+    settings = {
+        "model": target.label,
+        "adapter": target.adapter,
+        "prompt": prompt,
+        "data": asdict(recipe.data.eval),
+        "max_new_tokens": recipe.eval.max_new_tokens,
+        "do_sample": recipe.eval.do_sample,
+        "num_samples": recipe.eval.num_samples,
+    }
+    _claim(out, settings)
+
+    done = {row["question_id"] for row in read_jsonl(out / "predictions.jsonl", repair=True)}
+    pending = [q for q in questions if q.question_id not in done]
+    pending.sort(key=lambda q: -(len(q.question) + sum(map(len, q.options)) + 1000 * len(q.images)))  # less padding
+    logger.info("evaluating %s on %d questions (%d already done) -> %s", target.label, len(questions), len(done), out)
+    if pending:
+        loader = ImageLoader(recipe.data.frames, recipe.data.window, recipe.data.image_size)
+        max_images = max(len(q.images) for q in pending) * max(recipe.data.frames, 1)
+        backend, backend_name = load_backend(target, recipe, out, max_images)
+        batch_size = recipe.eval.batch_size if backend_name == "hf" else max(recipe.eval.batch_size, 256)
+        start, answered = time.perf_counter(), 0
+        for i in range(0, len(pending), batch_size):
+            batch, conversations, ready = pending[i : i + batch_size], [], []
+            for q in batch:
+                try:
+                    images = loader.load(list(q.images), q.question_id)
+                except DataError as exc:
+                    logger.warning("%s", exc)
+                    append_jsonl(out / "predictions.jsonl", {**prediction(q, [""], prompt), "error": str(exc)})
+                    continue
+                conversations.append(_conversation(build_prompt(q, _with_template(recipe, prompt)), images))
+                ready.append(q)
+            for q, outputs in zip(ready, backend.generate(conversations) if ready else [], strict=True):
+                append_jsonl(out / "predictions.jsonl", prediction(q, outputs, prompt))
+            answered += len(batch)
+            rate = answered / (time.perf_counter() - start)
+            logger.info("%d/%d questions (%.2f questions/s)", len(done) + answered, len(questions), rate)
+    return write_metrics(out, questions, f"{target.label} | prompt {prompt}")
+
+
+def write_metrics(out: Path, questions: list[Question], title: str) -> Path:
+    wanted = {q.question_id for q in questions}
+    rows = [r for r in read_jsonl(out / "predictions.jsonl") if r["question_id"] in wanted]
+    metrics = summarize(rows)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "metrics.md", to_markdown(metrics, title))
+    return out
+
+
+def _claim(out: Path, settings: dict) -> None:
+    """Refuse to mix two different evaluations in one folder; record what this one is."""
+    path = out / "eval_config.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != json.loads(json.dumps(settings)):
+            raise UserError(f"{out} holds results of a different evaluation ({path}); set eval.name=<new name>")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, settings)
+
+
+def _with_template(recipe: Recipe, template: str):
+    from dataclasses import replace
+
+    return replace(recipe.prompt, template=template)
+
+
+def _conversation(messages: list[dict], images: list) -> list[dict]:
+    from trl.data_utils import prepare_multimodal_messages
+
+    return prepare_multimodal_messages(messages, images)
