@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from med_r1.config import Recipe
