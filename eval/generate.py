@@ -39,6 +39,17 @@ def pick_backend(name: str) -> str:
     return name
 
 
+def message_images(conversation: list[dict]) -> list:
+    """The images of a conversation's messages, in order."""
+    return [
+        part["image"]
+        for message in conversation
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
+
+
 class HFBackend:
     """Batched `model.generate` with left padding; greedy unless `do_sample`."""
 
@@ -65,14 +76,13 @@ class HFBackend:
     def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
         import torch
 
-        inputs = self.processor.apply_chat_template(
-            conversation=conversations,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            padding=True,
-            return_tensors="pt",
-        ).to(self.device)
+        # Render, then process: the same two steps apply_chat_template(tokenize=True) takes inside TRL, spelled out
+        # so no processor keyword goes through the chat-template call (its signature differs across transformers).
+        texts = [
+            self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+        ]
+        images = [image for c in conversations for image in message_images(c)]
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
         if self.config.do_sample:
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=self.generator)))
         with torch.inference_mode():
@@ -111,13 +121,7 @@ class VLLMBackend:
     def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
         requests = []
         for conversation in conversations:
-            images = [
-                part["image"]
-                for m in conversation
-                if isinstance(m["content"], list)
-                for part in m["content"]
-                if part.get("type") == "image"
-            ]
+            images = message_images(conversation)
             text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
             requests.append({"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text})
         outputs = self.llm.generate(requests, self.params, use_tqdm=False)

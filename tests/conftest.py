@@ -1,12 +1,14 @@
 """Shared fixtures. Everything is offline: any accidental hub download fails fast."""
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MED_R1_LOG_LEVEL", "WARNING")
+os.environ.setdefault("MED_R1_CACHE", tempfile.mkdtemp(prefix="med_r1_cache_"))  # builtin:tiny-qwen2vl lands here
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

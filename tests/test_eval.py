@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_recipe, write_recipe
 
+from conftest import tiny_recipe, write_recipe
 from med_r1.cli import main
 from med_r1.data.records import Question
 from med_r1.eval.run import prediction
