@@ -80,3 +80,57 @@ def _plain(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value if isinstance(value, int | float | str | bool | type(None)) else str(value)
+
+
+class GracefulStop(TrainerCallback):
+    """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop. A second signal stops at once.
+
+    With several processes the decision is all-reduced every step, so all of them stop after the same step even when
+    only one received the signal.
+    """
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self.stopped_at: int | None = None
+        self.accelerator = None
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        import logging
+        import signal
+
+        if self.signal_number is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.signal_number = signum
+        logging.getLogger(__name__).warning(
+            "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = self.signal_number is not None
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            import torch
+
+            flag = torch.tensor(float(stop), device=self.accelerator.device)
+            stop = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        if stop:
+            self.signal_number = self.signal_number or 15
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control

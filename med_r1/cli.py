@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from med_r1.errors import UserError
+from med_r1.errors import Interrupted, RunError, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -180,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + exc.signal_number
+    except RunError as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -145,6 +145,14 @@ class MatrixConfig:
 
 
 @dataclass(frozen=True)
+class GuardsConfig:
+    max_nonfinite_steps: int = 3
+    """Optimizer steps with a non-finite loss or gradient norm are skipped; this many in a row stop the run."""
+    check_prompt_length: bool = True
+    """Before training, fail on any question whose image + text tokens + max_completion_length exceed the model."""
+
+
+@dataclass(frozen=True)
 class RewardSpec:
     name: str
     """A built-in name, an entry point (group med_r1.rewards), 'package.module:function' or 'path/file.py:function'."""
@@ -167,6 +175,7 @@ class Recipe:
     """Passed to trl.GRPOConfig (learning_rate, num_generations, beta, loss_type, use_vllm, ...)."""
     resume: bool | str = False
     """true: continue from the last checkpoint in output_dir; a path: from that checkpoint."""
+    guards: GuardsConfig = field(default_factory=GuardsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
 
@@ -370,6 +379,8 @@ def _check_grpo(grpo: dict[str, Any]) -> list[str]:
             errors.append(f"{path}: {_GRPO_RENAMED[key]}")
         elif key not in names:
             errors.append(_unknown(path, key, names) + " (a trl.GRPOConfig field)")
+        elif grpo[key] is False and _accepts_str_not_bool(hints[key]):
+            grpo[key] = "no"  # YAML 1.1 reads a bare `no` as false: `save_strategy: no` means the string
         elif _is_simple(hints[key]):
             trial: list[str] = []
             converted = _convert(grpo[key], hints[key], path, trial)
@@ -409,6 +420,11 @@ def _check_recipe(recipe: Recipe) -> list[str]:
     if recipe.data.frames < 1:
         errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
     return errors
+
+
+def _accepts_str_not_bool(tp: Any) -> bool:
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return str in args and bool not in args
 
 
 def _is_simple(tp: Any) -> bool:

@@ -23,3 +23,15 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file, record or image is wrong; the message names the file and the record."""
+
+
+class RunError(Exception):
+    """Training or evaluation stopped for a reason the run itself hit (not a user mistake): exit status 1."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped training after a checkpoint was saved."""
+
+    def __init__(self, message: str, signal_number: int):
+        self.signal_number = signal_number
+        super().__init__(message)

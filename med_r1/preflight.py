@@ -26,6 +26,8 @@ class Plan:
     grpo_kwargs: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     skipped: int = 0
+    longest_prompt: int | None = None
+    """Tokens of the longest training prompt, images included (None when not checked)."""
 
 
 def cuda_available() -> bool:
@@ -108,7 +110,7 @@ def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Qu
 
 def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     from med_r1.data import rows, sources
-    from med_r1.model import check_model_path, resolve_model_path
+    from med_r1.model import check_model_path
     from med_r1.rewards.checks import CheckedReward, check_rewards
 
     cuda = cuda_available() if cuda is None else cuda
@@ -116,7 +118,7 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     kwargs, warnings = grpo_kwargs(recipe, cuda)
     rewards = _collect(failures, build_rewards, recipe)
     _collect(failures, check_model_path, recipe.model.name_or_path)
-    _collect(failures, build_grpo_config, kwargs)
+    args = _collect(failures, build_grpo_config, kwargs)
     if kwargs.get("use_vllm") and (not cuda or importlib.util.find_spec("vllm") is None):
         warnings.append("grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here")
     selected = _collect(failures, sources.select, recipe.data.train, recipe.data.split, "data.train")
@@ -138,17 +140,27 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
         logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", skipped)
     eval_questions = evaluated.questions if recipe.data.eval is not None else []
 
+    processor = _processor(recipe)
     records = rows.to_records(train, recipe.prompt)
+    loader = rows.ImageLoader(recipe.data.frames, recipe.data.window, recipe.data.image_size)
+    smoke = {k: v[:4] for k, v in records.items() if k != "image_paths"}
+    smoke["images"] = [
+        loader.load(paths, qid) for paths, qid in zip(records["image_paths"][:4], smoke["question_id"], strict=True)
+    ]
     records.pop("image_paths")
-    errors, notes = check_rewards(
-        [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards],
-        records,
-        recipe.prompt.template,
-        tokenize=_tokenizer(resolve_model_path(recipe.model.name_or_path)),
-    )
+    tokenize = (lambda text: processor.tokenizer.encode(text, add_special_tokens=False)) if processor else None
+    checked = [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards]
+    errors, notes = check_rewards(checked, records, recipe.prompt.template, smoke_rows=smoke, tokenize=tokenize)
+    longest = None
+    if processor is None:
+        notes.append("the processor could not be loaded without weights here: prompt lengths were not checked")
+    elif recipe.guards.check_prompt_length:
+        length_errors, longest = _length_problems(recipe, train, processor, args)
+        errors += length_errors
     if errors:
-        raise UserError("reward checks failed before training:", errors)
-    return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped)
+        more = [f"... {len(errors) - 20} more"] if len(errors) > 20 else []
+        raise UserError("checks before training failed:", errors[:20] + more)
+    return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped, longest)
 
 
 def _collect(failures: list[UserError], fn, *args):
@@ -160,15 +172,30 @@ def _collect(failures: list[UserError], fn, *args):
         return None
 
 
-def _tokenizer(name_or_path: str):
-    """The policy's tokenizer when it is at hand (no weights are loaded); None otherwise (e.g. offline hub ids)."""
-    from transformers import AutoTokenizer
+def _processor(recipe: Recipe):
+    """The policy's processor when it is at hand without a download (no weights are loaded); None otherwise."""
+    from med_r1.model import load_processor
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except Exception:  # not cached / offline: the checks fall back to character codes
+        return load_processor(recipe.model.name_or_path, recipe.model)
+    except Exception:  # a hub id that is not cached, offline
         return None
-    return lambda text: tokenizer.encode(text, add_special_tokens=False)
+
+
+def _length_problems(recipe: Recipe, questions: list[Question], processor, args) -> tuple[list[str], int]:
+    from transformers import AutoConfig
+
+    from med_r1.lengths import prompt_tokens, too_long
+    from med_r1.model import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(recipe.model.name_or_path)).get_text_config()
+    limit = getattr(config, "max_position_embeddings", None)
+    if args.use_vllm and args.vllm_max_model_length:
+        limit = min(limit or args.vllm_max_model_length, args.vllm_max_model_length)
+    lengths = prompt_tokens(questions, recipe, processor)
+    if not limit:
+        return [], max(lengths)
+    return too_long(questions, lengths, limit, args.max_completion_length), max(lengths)
 
 
 def _summary(where: str, problems: list[Problem]) -> str:

@@ -17,6 +17,8 @@ def plan_summary(plan) -> str:
         lines.append(f"eval: {len(plan.eval)} questions")
         lines += _counts(plan.eval)
     lines.append(f"prompt: {recipe.prompt.template if len(recipe.prompt.template) < 40 else 'custom template'}")
+    if plan.longest_prompt is not None:
+        lines.append(f"longest prompt: {plan.longest_prompt} tokens with its images")
     lines.append("rewards: " + ", ".join(f"{s.label or s.name} x{s.weight:g}" for s in recipe.rewards))
     shown = {k: v for k, v in kw.items() if k not in ("output_dir", "reward_weights")}
     lines.append("grpo: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))

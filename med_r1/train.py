@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from med_r1.config import Recipe, dump_recipe
-from med_r1.errors import UserError
+from med_r1.errors import Interrupted, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,25 @@ def holds_run(out: Path) -> bool:
     )
 
 
-def resume_checkpoint(recipe: Recipe) -> str | None:
-    """The checkpoint to resume from, or None for a fresh run (refusing to reuse a folder that holds a run)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(out: Path, remove_partial: bool = True) -> str | None:
+    """The newest checkpoint whose save finished; newer, half-written ones (a crash mid-save) are removed."""
+    from med_r1.trainer import COMPLETE
 
+    def step(path: Path) -> int:
+        return int(path.name.split("-")[-1])
+
+    folders = sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()), key=step)
+    complete = [p for p in folders if (p / COMPLETE).exists()]
+    last = complete[-1] if complete else None
+    for partial in folders:
+        if remove_partial and partial not in complete and (last is None or step(partial) > step(last)):
+            logger.warning("removing %s: its save never finished", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+    return str(last) if last else None
+
+
+def resume_checkpoint(recipe: Recipe, is_main: bool = True) -> str | None:
+    """The checkpoint to resume from, or None for a fresh run (refusing to reuse a folder that holds a run)."""
     out = Path(recipe.output_dir)
     if recipe.resume is False:
         if holds_run(out):
@@ -40,9 +55,9 @@ def resume_checkpoint(recipe: Recipe) -> str | None:
             )
         return None
     if recipe.resume is True:
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        last = last_complete_checkpoint(out, remove_partial=is_main) if out.is_dir() else None
         if last is None:
-            raise UserError(f"resume=true but {out} holds no checkpoint-*/ folder to resume from")
+            raise UserError(f"resume=true but {out} holds no complete checkpoint-*/ folder to resume from")
         return last
     path = Path(recipe.resume)
     if not (path / "trainer_state.json").exists():
@@ -50,14 +65,13 @@ def resume_checkpoint(recipe: Recipe) -> str | None:
     return str(path)
 
 
-def build_trainer(recipe: Recipe, plan, cuda: bool):
+def build_trainer(recipe: Recipe, plan, cuda: bool, callbacks: list | None = None):
     """A GRPOTrainer wired from the recipe: policy, processor, guarded rewards and weights, dataset, GRPOConfig."""
-    from trl import GRPOTrainer
-
     from med_r1.callbacks import MetricsFile, RewardPlot
     from med_r1.data.rows import to_dataset
     from med_r1.model import load_model, load_processor, lora_config
     from med_r1.preflight import build_grpo_config
+    from med_r1.trainer import MedR1GRPOTrainer
 
     out = Path(recipe.output_dir)
     args = build_grpo_config(plan.grpo_kwargs)
@@ -67,7 +81,7 @@ def build_trainer(recipe: Recipe, plan, cuda: bool):
     eval_dataset = (
         to_dataset(plan.eval, recipe.prompt, recipe.data) if plan.eval and args.eval_strategy != "no" else None
     )
-    return GRPOTrainer(
+    return MedR1GRPOTrainer(
         model=model,
         reward_funcs=plan.rewards,
         args=args,
@@ -75,7 +89,9 @@ def build_trainer(recipe: Recipe, plan, cuda: bool):
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=lora_config(recipe.model) if recipe.model.finetune == "lora" else None,
-        callbacks=[MetricsFile(out / "metrics.jsonl"), RewardPlot(out / "metrics.jsonl", out / "rewards.png")],
+        callbacks=[MetricsFile(out / "metrics.jsonl"), RewardPlot(out / "metrics.jsonl", out / "rewards.png")]
+        + (callbacks or []),
+        max_nonfinite_steps=recipe.guards.max_nonfinite_steps,
     )
 
 
@@ -98,26 +114,47 @@ def save_final(trainer, recipe: Recipe) -> Path:
 
 
 def train(recipe: Recipe) -> Path:
+    """Check, train, save. Under `accelerate launch`/`torchrun` every process runs this; only the main one writes."""
+    from accelerate import PartialState
+
+    from med_r1.callbacks import GracefulStop
     from med_r1.preflight import cuda_available, prepare
 
+    state = PartialState()  # joins the process group when launched with several processes
     cuda = cuda_available()
-    checkpoint = resume_checkpoint(recipe)
+    checkpoint = resume_checkpoint(recipe, state.is_main_process)  # read-only: same answer on every process
     plan = prepare(recipe, cuda)
     for warning in plan.warnings:
         logger.warning(warning)
+    state.wait_for_everyone()  # no process looks at output_dir after the main one starts writing to it
     out = Path(recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_recipe(recipe, out / "recipe.yaml")
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_recipe(recipe, out / "recipe.yaml")
     logger.info(
         "training on %d questions (%d skipped), rewards: %s",
         len(plan.train),
         plan.skipped,
         ", ".join(r.__name__ for r in plan.rewards),
     )
-    trainer = build_trainer(recipe, plan, cuda)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    final = save_final(trainer, recipe)
+    stopper = GracefulStop()
+    trainer = build_trainer(recipe, plan, cuda, callbacks=[stopper])
+    stopper.accelerator = trainer.accelerator
+    stopper.install()
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        stopper.restore()
     errors = {r.__name__: r.errors for r in plan.rewards if r.errors}
     if errors:
         logger.warning("reward errors during training (rows scored None): %s", errors)
-    return final
+    if stopper.stopped_at is not None:
+        import signal
+
+        name = signal.Signals(stopper.signal_number).name
+        raise Interrupted(
+            f"{name}: stopped after step {stopper.stopped_at}; checkpoint saved in "
+            f"{out / f'checkpoint-{stopper.stopped_at}'}. Continue with: med-r1 train RECIPE resume=true",
+            stopper.signal_number,
+        )
+    return save_final(trainer, recipe)

@@ -16,3 +16,25 @@ def fails_on_red(completions, solution, **kwargs):
     if "A" in solution:
         raise ValueError("cannot score answer A")
     return [0.5] * len(completions)
+
+
+def share_or_die(
+    completions,
+    completion_ids=None,
+    trainer_state=None,
+    *,
+    token_ids: list[int] | None = None,
+    die_at_step: int | None = None,
+    inf_at_steps: list[int] | None = None,
+    **kwargs,
+):
+    """token_set_share, plus two ways to misbehave: SIGKILL the process, or score inf, at given global steps."""
+    import os
+    import signal
+
+    step = trainer_state.global_step if trainer_state is not None else None  # None in the pre-training checks
+    if step is not None and step == die_at_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if inf_at_steps and step in inf_at_steps:
+        return [float("inf")] * len(completions)
+    return token_set_share(completions, completion_ids, token_ids=token_ids)
