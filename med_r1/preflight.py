@@ -47,6 +47,7 @@ def grpo_kwargs(recipe: Recipe, cuda: bool) -> tuple[dict[str, Any], list[str]]:
             notes.append("no CUDA GPU here: grpo.bf16/fp16 turned off, training runs in float32 on the CPU")
         kwargs["bf16"] = False  # TRL defaults to bf16, which raises on a CPU-only machine
         kwargs["fp16"] = False
+        kwargs["use_cpu"] = True  # also what makes several CPU processes (torchrun) train together over gloo
     return kwargs, notes
 
 

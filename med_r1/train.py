@@ -120,8 +120,8 @@ def train(recipe: Recipe) -> Path:
     from med_r1.callbacks import GracefulStop
     from med_r1.preflight import cuda_available, prepare
 
-    state = PartialState()  # joins the process group when launched with several processes
     cuda = cuda_available()
+    state = PartialState(cpu=not cuda)  # joins the process group when launched with several processes
     checkpoint = resume_checkpoint(recipe, state.is_main_process)  # read-only: same answer on every process
     plan = prepare(recipe, cuda)
     for warning in plan.warnings:

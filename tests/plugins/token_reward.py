@@ -38,3 +38,15 @@ def share_or_die(
     if inf_at_steps and step in inf_at_steps:
         return [float("inf")] * len(completions)
     return token_set_share(completions, completion_ids, token_ids=token_ids)
+
+
+def rank_recorder(completions, *, log_dir: str = ".", fail_on_rank: int | None = None, **kwargs):
+    """Records which process scored each batch; optionally raises on one rank (a crash on one process)."""
+    import os
+
+    rank = int(os.environ.get("RANK", "0"))
+    with open(os.path.join(log_dir, f"rank-{rank}.txt"), "a") as f:
+        f.write(f"{len(completions)}\n")
+    if fail_on_rank is not None and rank == fail_on_rank and kwargs.get("trainer_state") is not None:
+        raise RuntimeError(f"deliberate failure on rank {rank}")
+    return [0.0] * len(completions)
