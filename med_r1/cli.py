@@ -68,6 +68,55 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _data_source(args, path: str):
+    from med_r1.config import DataSource
+    from med_r1.data.sources import load_source
+
+    source = DataSource(path=path, format=args.format, image_root=args.image_root)
+    return load_source(source, where="PATH")
+
+
+def cmd_data_stats(args) -> int:
+    import json
+
+    from med_r1.data.checks import format_stats, stats
+
+    report = stats(_data_source(args, args.path).questions)
+    print(json.dumps(report, indent=2) if args.json else format_stats(report))
+    return 0
+
+
+def cmd_data_validate(args) -> int:
+    import json
+
+    from med_r1.data.checks import format_summary, summary, validate
+
+    loaded = _data_source(args, args.path)
+    test = _data_source(args, args.test).questions if args.test else None
+    problems = validate(loaded.questions, loaded.problems, test=test, decode=not args.quick)
+    report = summary(problems, shown=args.show)
+    report["questions"] = len(loaded.questions)
+    print(json.dumps(report, indent=2) if args.json else format_summary(report, len(loaded.questions)))
+    return EXIT_USER_ERROR if report["errors"] else 0
+
+
+def cmd_data_convert(args) -> int:
+    from pathlib import Path
+
+    from med_r1.config import SplitConfig
+    from med_r1.data.convert import convert
+    from med_r1.data.omnimedvqa import find_root
+    from med_r1.data.sources import resolve_path
+
+    loaded = _data_source(args, args.path)
+    source = resolve_path(args.path)
+    image_root = Path(args.image_root or find_root(source) or (source if source.is_dir() else source.parent))
+    split = SplitConfig(by=args.split_by, test_ratio=args.test_ratio, seed=args.seed) if args.split_by else None
+    for line in convert(loaded.questions, args.to, Path(args.out), image_root, split):
+        print(line)
+    return 0
+
+
 def cmd_tiny_model(args) -> int:
     from med_r1.tiny import build_tiny_qwen2vl
 
@@ -117,6 +166,7 @@ def cmd_rewards_check(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from med_r1 import __version__
+    from med_r1.data.sources import FORMATS
 
     parser = argparse.ArgumentParser(prog="med-r1", description="GRPO reasoning fine-tuning for medical VLMs.")
     parser.add_argument("--version", action="version", version=f"med-r1 {__version__}")
@@ -149,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
+
+    data = sub.add_parser("data", help="inspect, check and convert datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("stats", cmd_data_stats, "questions by modality x question type, options, answer letters, images"),
+        ("validate", cmd_data_validate, "missing/unreadable images, bad answers, duplicate ids, train/test overlap"),
+        ("convert", cmd_data_convert, "write Med-R1 split files or generic JSONL"),
+    ):
+        p = dsub.add_parser(name, help=text)
+        p.add_argument("path", help="a dataset folder or file, or 'bundled'")
+        p.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+        p.add_argument("--image-root", help="folder relative image paths are resolved against")
+        p.set_defaults(func=func)
+        if name != "convert":
+            p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        if name == "validate":
+            p.add_argument("--test", help="a test set: report images it shares with PATH")
+            p.add_argument("--quick", action="store_true", help="check that images exist without decoding them")
+            p.add_argument("--show", type=int, default=20, help="how many problems to list")
+        if name == "convert":
+            p.add_argument("--to", required=True, choices=["medr1", "jsonl"])
+            p.add_argument("--out", required=True, help="output folder")
+            p.add_argument("--split-by", choices=["image", "question"], help="also split into train/test")
+            p.add_argument("--test-ratio", type=float, default=0.2)
+            p.add_argument("--seed", type=int, default=42)
 
     rewards = sub.add_parser("rewards", help="list rewards, or score one completion by hand")
     rsub = rewards.add_subparsers(dest="rewards_command", required=True, metavar="ACTION")

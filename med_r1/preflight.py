@@ -85,17 +85,10 @@ def build_rewards(recipe: Recipe):
 
 
 def data_problems(questions: list[Question], indexing: list[Problem]) -> list[Problem]:
-    """Problems that stop training: bad records, missing images, duplicate ids."""
-    from med_r1.data.sources import check_images_exist
+    """Problems that stop training: bad records, missing images, duplicate ids (images are not decoded here)."""
+    from med_r1.data.checks import validate
 
-    problems = [p for p in indexing if p.severity == "error"] + check_images_exist(questions)
-    first: dict[str, str] = {}
-    for q in questions:
-        if q.question_id in first:
-            message = f"question_id {q.question_id} also used by {first[q.question_id]}"
-            problems.append(Problem("duplicate_id", q.source, message, question_id=q.question_id))
-        first.setdefault(q.question_id, q.source)
-    return problems
+    return [p for p in validate(questions, indexing, decode=False) if p.severity == "error"]
 
 
 def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Question]:
@@ -153,6 +146,8 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     checked = [CheckedReward(r.__name__, r.fn, r.kind) for r in rewards]
     errors, notes = check_rewards(checked, records, recipe.prompt.template, smoke_rows=smoke, tokenize=tokenize)
     longest = None
+    if processor is not None and args is not None and args.use_vllm:
+        errors += _vllm_pixel_problems(recipe, processor, args, warnings)
     if processor is None:
         notes.append("the processor could not be loaded without weights here: prompt lengths were not checked")
     elif recipe.guards.check_prompt_length:
@@ -181,6 +176,33 @@ def _processor(recipe: Recipe):
         return load_processor(recipe.model.name_or_path, recipe.model)
     except Exception:  # a hub id that is not cached, offline
         return None
+
+
+def _vllm_pixel_problems(recipe: Recipe, processor, args, warnings: list[str]) -> list[str]:
+    """vLLM re-processes each image with the model's own processor settings; they must give the trainer's tokens."""
+    from med_r1.model import load_processor
+
+    own = load_processor(recipe.model.name_or_path).image_processor  # the model folder's saved settings
+    ours = processor.image_processor
+    if dict(own.size) == dict(ours.size):
+        return []
+    if args.vllm_mode == "server":
+        size = dict(ours.size)
+        warnings.append(
+            "start `vllm serve` with --mm-processor-kwargs "
+            f'\'{{"min_pixels": {size.get("shortest_edge")}, "max_pixels": {size.get("longest_edge")}}}\' so its image '
+            "tokens match the trainer's (model.min_pixels/max_pixels)"
+        )
+        return []
+    side = recipe.data.image_size
+    if side and own.get_number_of_image_patches(side, side, {}) == ours.get_number_of_image_patches(side, side, {}):
+        return []  # every image is resized to side x side first, and both settings give it the same tokens
+    return [
+        "grpo.use_vllm (colocate): vLLM processes images with the model's own pixel bounds, which differ from "
+        "model.min_pixels/max_pixels, so its prompts would carry other image tokens than training's (a known TRL "
+        "failure). Set data.image_size (e.g. 384) to a size both settings treat alike, or drop model.min_pixels/"
+        "max_pixels."
+    ]
 
 
 def _length_problems(recipe: Recipe, questions: list[Question], processor, args) -> tuple[list[str], int]:

@@ -154,3 +154,14 @@ def test_prompt_too_long_for_the_model_fails_before_training(tiny_model, omni_di
     assert main(["validate", str(write_recipe(tmp_path / "r.yaml", raw))]) == 2
     err = capsys.readouterr().err
     assert "question Set 0 & Co_0000" in err and "the model's limit" in err
+
+
+def test_vllm_colocate_refuses_pixel_bounds_it_cannot_see(tiny_model, omni_dir, tmp_path, capsys):
+    raw = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", use_vllm=True, vllm_mode="colocate")
+    raw["model"].update(min_pixels=56 * 56, max_pixels=56 * 56)
+    recipe = str(write_recipe(tmp_path / "r.yaml", raw))
+    assert main(["validate", recipe]) == 2
+    assert "other image tokens than training's" in capsys.readouterr().err
+    assert main(["validate", recipe, "data.image_size=56"]) == 0  # 56x56: both bounds give 4 image tokens
+    assert main(["validate", recipe, "grpo.vllm_mode=server"]) == 0
+    assert "--mm-processor-kwargs" in capsys.readouterr().out

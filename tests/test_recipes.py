@@ -52,3 +52,17 @@ def test_recipe_validates(path, tmp_path, capsys):
     overrides = stand_in_data(recipe.data.train, tmp_path, "train") + stand_in_data(recipe.data.eval, tmp_path, "eval")
     assert main(["validate", str(path), *overrides, f"output_dir={tmp_path / 'run'}"]) == 0, capsys.readouterr().err
     assert "recipe OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name, kind", [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"), ("fsdp2", "FSDP")]
+)
+def test_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "recipes" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2

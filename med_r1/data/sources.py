@@ -11,7 +11,7 @@ from pathlib import Path
 
 from med_r1.config import DataSource, SplitConfig
 from med_r1.data import selection
-from med_r1.data.records import LoadResult, Problem, Question
+from med_r1.data.records import LoadResult
 from med_r1.errors import DataError
 
 BUNDLED = Path(__file__).parent / "bundled" / "omnimedvqa_mini"
@@ -92,13 +92,3 @@ def select(source: DataSource, split: SplitConfig, where: str = "data.train") ->
         raise DataError(f"{where}: no questions left after splitting and filtering {source.path}")
     # Problems found while indexing (bad records) have no question to filter on, so all of them are kept.
     return LoadResult(questions, result.problems)
-
-
-def check_images_exist(questions: list[Question]) -> list[Problem]:
-    """Missing image files (a stat per file: cheap enough to run before every training run)."""
-    return [
-        Problem("missing_image", q.source, f"image not found: {path}", question_id=q.question_id)
-        for q in questions
-        for path in q.images
-        if not Path(path).exists()
-    ]
