@@ -48,12 +48,12 @@ def build(folder: Path) -> Path:
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
+        PreTrainedTokenizerFast,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
-        PreTrainedTokenizerFast,
     )
 
     from med_r1.tiny import CHAT_TEMPLATE, QWEN2VL_SPECIAL_TOKENS, REASONING_TAGS
