@@ -120,7 +120,7 @@ def cmd_data_convert(args) -> int:
 def cmd_tiny_model(args) -> int:
     from med_r1.tiny import build_tiny_qwen2vl
 
-    print(f"tiny Qwen2-VL written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed)}")
+    print(f"tiny {args.arch} written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed, arch=args.arch)}")
     return 0
 
 
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL offline (tests, quickstart)")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
     p.set_defaults(func=cmd_tiny_model)
 
     data = sub.add_parser("data", help="inspect, check and convert datasets")

@@ -1,6 +1,6 @@
 """A tiny random Qwen2-VL, built offline and deterministically: the test double and the quickstart's policy.
 
-    med-r1 tiny-model runs/tiny-qwen2vl --seed 0
+    med-r1 tiny-model runs/tiny-qwen2vl --seed 0 [--arch qwen2.5-vl | qwen3-vl]
 
 Everything is made in code: a byte-level BPE tokenizer trained in memory with Qwen2-VL's special tokens and chat
 template (`<think>`, `</think>`, `<answer>`, `</answer>` and the option letters are single tokens), the real
@@ -91,45 +91,79 @@ def build_tokenizer():
     return fast
 
 
-def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0) -> Path:
-    """Build and save tokenizer, processor and model to `out_dir`; return it. Deterministic in `seed`."""
+ARCHS = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")
+
+
+def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl") -> Path:
+    """Build and save tokenizer, processor and model to `out_dir`; return it. Deterministic in `seed`.
+
+    `arch` picks the family: Qwen2-VL (default), Qwen2.5-VL (windowed vision attention) or Qwen3-VL (16-pixel patches,
+    DeepStack features, interleaved M-RoPE); all share the tokenizer and chat template.
+    """
     import torch
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    import transformers
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2VL_SPECIAL_TOKENS}
-    config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            # sum(mrope_section) must equal head_dim / 2 = 64 / 4 / 2
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2,
-            embed_dim=32,
-            hidden_size=64,
-            num_heads=2,
-            mlp_ratio=2,
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        # sum(mrope_section) must equal head_dim / 2 = 64 / 4 / 2
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(depth=2, spatial_merge_size=2, temporal_patch_size=2, num_heads=2)
+    patch = 16 if arch == "qwen3-vl" else 14
+    if arch == "qwen2-vl":
+        config_class, model_class, processor_class = (
+            "Qwen2VLConfig",
+            "Qwen2VLForConditionalGeneration",
+            "Qwen2VLProcessor",
+        )
+        vision |= dict(embed_dim=32, hidden_size=64, mlp_ratio=2, patch_size=14)
+        video = transformers.Qwen2VLVideoProcessor()
+    elif arch == "qwen2.5-vl":
+        config_class, model_class = "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"
+        processor_class = "Qwen2_5_VLProcessor"
+        vision |= dict(
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=64,
             patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        ),
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
+        video = transformers.Qwen2VLVideoProcessor()
+    elif arch == "qwen3-vl":
+        config_class, model_class, processor_class = (
+            "Qwen3VLConfig",
+            "Qwen3VLForConditionalGeneration",
+            "Qwen3VLProcessor",
+        )
+        text |= dict(head_dim=16)
+        text["rope_parameters"] = {**text["rope_parameters"], "mrope_interleaved": True}
+        vision |= dict(
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=64,
+            patch_size=16,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        )
+        video = transformers.Qwen3VLVideoProcessor()
+    else:
+        raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+    config = getattr(transformers, config_class)(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -137,16 +171,17 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0) -> Path:
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = getattr(transformers, model_class)(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.bos_token_id = ids["<|endoftext|>"]
 
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112),
-        video_processor=Qwen2VLVideoProcessor(),
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+    side = 2 * patch  # one merged patch = 2x2 patches; images of 1 to 16 merged patches (4 image tokens at 56x56)
+    image_processor = transformers.Qwen2VLImageProcessor(
+        patch_size=patch, min_pixels=side * side, max_pixels=(4 * side) ** 2
+    )
+    processor = getattr(transformers, processor_class)(
+        image_processor=image_processor, video_processor=video, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -106,3 +106,41 @@ def test_second_run_on_the_same_folder_is_refused_and_nothing_is_lost(tiny_model
     assert run(tmp_path, recipe) == 2
     assert "resume=true" in capsys.readouterr().err
     assert (tmp_path / "run/model/model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.slow
+def test_periodic_evaluation_is_logged_with_training_metrics(tiny_model, omni_dir, tmp_path):
+    recipe = tiny_recipe(
+        tiny_model,
+        omni_dir,
+        tmp_path / "run",
+        max_steps=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_eval_batch_size=4,
+        num_generations_eval=1,
+    )
+    recipe["data"]["eval"] = {"path": str(omni_dir), "limit": 8}  # a small held-out subset
+    assert run(tmp_path, recipe) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_reward" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert {"eval_rewards/accuracy/mean", "eval_rewards/accuracy/CT"} <= evals[0].keys()
+
+
+def test_pixel_bounds_reach_the_processor_and_the_saved_model(tiny_model, tmp_path):
+    from PIL import Image
+
+    from med_r1.config import ModelConfig
+    from med_r1.model import load_processor
+
+    def image_tokens(processor):
+        text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}]}], tokenize=False)
+        ids = processor(text=[text], images=[Image.new("RGB", (112, 112))])["input_ids"][0]
+        return sum(i == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") for i in ids)
+
+    assert image_tokens(load_processor(str(tiny_model))) == 16  # the model's own bounds: 112x112 -> 16 tokens
+    bounded = load_processor(str(tiny_model), ModelConfig(str(tiny_model), max_pixels=56 * 56))
+    assert image_tokens(bounded) == 4
+    bounded.save_pretrained(tmp_path / "saved")
+    assert image_tokens(load_processor(str(tmp_path / "saved"))) == 4  # evaluation of the run sees the same tokens
