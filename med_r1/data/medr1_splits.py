@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from med_r1.data.omnimedvqa import OPEN, find_root, parse_record
-from med_r1.data.records import LoadResult, Problem, Question
+from med_r1.data.records import LoadResult, Problem, Question, read_record_list
 from med_r1.data.taxonomy import MODALITIES, OMNIMEDVQA_MODALITIES, QUESTION_TYPES, canonical_modality
 from med_r1.io import atomic_write_text
 from med_r1.prompts import LETTERS, format_problem
@@ -72,13 +72,8 @@ def load_medr1(path: Path, image_root: str | None = None) -> LoadResult:
     result = LoadResult()
     for file in files:
         where_file = file.as_posix()
-        try:
-            records = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            result.problems.append(Problem("bad_file", where_file, f"cannot read JSON: {exc}"))
-            continue
-        if not isinstance(records, list):
-            result.problems.append(Problem("bad_file", where_file, "expected a JSON list of records"))
+        records = read_record_list(file, where_file, result)
+        if records is None:
             continue
         modality_raw, question_type = domain_from_filename(file)
         for i, record in enumerate(records):

@@ -8,11 +8,10 @@ source datasets: `roots` maps a dataset name to that local folder. Indexing read
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from med_r1.data.records import LoadResult, Problem, Question
+from med_r1.data.records import LoadResult, Problem, Question, read_record_list
 from med_r1.data.taxonomy import canonical_modality, canonical_question_type
 
 OPEN, RESTRICTED = "Open-access", "Restricted-access"
@@ -39,13 +38,8 @@ def load_omnimedvqa(path: Path, roots: dict[str, str] | None = None) -> LoadResu
             continue
         for qa_file in sorted(folder.glob("*.json")):
             rel = qa_file.relative_to(root).as_posix()
-            try:
-                records = json.loads(qa_file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                result.problems.append(Problem("bad_file", rel, f"cannot read JSON: {exc}"))
-                continue
-            if not isinstance(records, list):
-                result.problems.append(Problem("bad_file", rel, "expected a JSON list of records"))
+            records = read_record_list(qa_file, rel, result)
+            if records is None:
                 continue
             for index, record in enumerate(records):
                 question, problem = parse_record(record, f"{rel}[{index}]", root, access, roots)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 AnswerType = Literal["choice", "closed", "open"]
@@ -62,3 +64,16 @@ class LoadResult:
     def extend(self, other: LoadResult) -> None:
         self.questions += other.questions
         self.problems += other.problems
+
+
+def read_record_list(path: Path, where: str, result: LoadResult) -> list | None:
+    """A JSON file holding a list of records; on failure a `bad_file` problem is added and None returned."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        result.problems.append(Problem("bad_file", where, f"cannot read JSON: {exc}"))
+        return None
+    if not isinstance(records, list):
+        result.problems.append(Problem("bad_file", where, "expected a JSON list of records"))
+        return None
+    return records

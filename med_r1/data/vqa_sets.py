@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from med_r1.data.jsonl import is_yes_no
 from med_r1.data.omnimedvqa import answer_letter
 from med_r1.data.records import LoadResult, Problem, Question
 from med_r1.data.taxonomy import canonical_modality
+from med_r1.io import atomic_write_bytes
 from med_r1.prompts import LETTERS
 
 CACHE_FOLDER = ".med_r1_images"
@@ -91,20 +91,6 @@ def image_cache_dir(folder: Path) -> Path:
     return fallback
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a temporary file beside `path`, fsynced, renamed over it (a crash never leaves half an image)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _ImageStore:
     """Turns parquet image cells ({bytes, path} or a path string) into file paths."""
 
@@ -132,7 +118,7 @@ class _ImageStore:
         target = self._cache / (hashlib.sha256(data).hexdigest()[:16] + image_extension(data, hint))
         if target.name not in self._known:
             if not target.exists():
-                _write_bytes(target, data)
+                atomic_write_bytes(target, data)
             self._known.add(target.name)
         return str(target)
 
