@@ -18,10 +18,17 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _OPEN_TAG = re.compile(r"<answer>(.*)$", re.DOTALL | re.IGNORECASE)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _BARE_LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?\s*[.):]?$")
-_LEADING_LETTER = re.compile(r"^\(?([A-J])\s*(?:\)|\.|:|\s-\s)\s*\S")
-_PHRASED = re.compile(
-    r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[:\s]\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE
+# "B) text", "B. text", "(B) text", "B: text", "B - text"; and "B because ..." (not "A lesion ...": an article).
+_LEADING_LETTER = re.compile(r"^\(?([A-J])\s*(?:\)|\.|:|\s-\s)\s*(.*)$", re.DOTALL)
+_LEADING_WORD = re.compile(r"^(?:([B-HJ])\s+[a-z]|(A)\s+(?:because|since|as)\b)")
+# "the answer is B", "option C", "choice: D": the letter must be a capital, so "the answer is a cyst" is no letter.
+_PHRASED = re.compile(r"(?i:answer|option|choice)\s*(?i:is|:)?\s*(?i:option\s*)?[:\s]\s*\(?([A-J])\)?(?![A-Za-z])")
+_MARKED = re.compile(r"\(([A-J])\)|(?<![A-Za-z(])([A-J])\)")
+_OTHER_MARKERS = re.compile(r"(?<![A-Za-z])\(?([A-J])[).:](?=\s|$)")
+_NEGATION = re.compile(
+    r"\b(?:not|isn't|isnt|never|neither|nor|except|unlikely|rather than|instead of|ruled? out)\b", re.IGNORECASE
 )
+_UNSURE = ("no idea", "not sure", "no clue", "unsure", "unknown", "don't know", "do not know", "cannot tell")
 _YES = {"yes", "y", "true", "correct", "present"}
 _NO = {"no", "n", "false", "incorrect", "absent"}
 
@@ -54,6 +61,8 @@ def extract_answer(text: str) -> Extracted:
     opened = _OPEN_TAG.search(after_think)
     if opened:
         return Extracted(opened.group(1).strip(), False)
+    if re.search(r"<think>", after_think, re.IGNORECASE):
+        return Extracted("", False)  # reasoning cut off before </think>: there is no answer yet, only musings
     if "</think>" in after_think.lower():
         after_think = re.split(r"</think>", after_think, flags=re.IGNORECASE)[-1]
     return Extracted(after_think.strip(), False)
@@ -67,8 +76,11 @@ def normalise_text(text: str) -> str:
 
 
 def yes_no(text: str) -> str | None:
-    """'yes' or 'no' when the text is a yes/no answer ('Yes.', 'no, it is normal'), else None."""
-    words = normalise_text(text).replace(",", " ").split()
+    """'yes' or 'no' when the text is a yes/no answer ('Yes.', 'no, it is normal'), else None ('No idea' too)."""
+    normalised = normalise_text(text)
+    if normalised.startswith(_UNSURE):
+        return None
+    words = normalised.replace(",", " ").split()
     if not words:
         return None
     if words[0] in _YES:
@@ -79,54 +91,68 @@ def yes_no(text: str) -> str | None:
 
 
 def parse_choice(text: str, options: list[str] | tuple[str, ...] | None = None) -> str | None:
-    """The option letter a piece of answer text names, or None. Letters beyond the options count as unparseable."""
+    """The option letter a piece of answer text names, or None when it names none, several, or negates one.
+
+    Letters beyond the options count as unparseable. Hedged answers ("A or B", "A. B. C.", "B, not A") name no letter.
+    """
     valid = LETTERS[: len(options)] if options else LETTERS
     span = text.strip()
     if not span:
         return None
-    found = None
     if m := _BARE_LETTER.match(span):
-        found = m.group(1).upper()
-    elif m := _LEADING_LETTER.match(span):
-        found = m.group(1)
-    elif m := _PHRASED.search(span):
-        found = m.group(1).upper()
-    if found is not None:
-        return found if found in valid else None
+        return _valid(m.group(1).upper(), valid)
+    normalised = [normalise_text(o) for o in options or []]
+    wanted = normalise_text(span)
+    exact = [i for i, o in enumerate(normalised) if o and o == wanted]
+    if len(exact) == 1:  # the option's own text, even when it starts like a letter ("E. coli")
+        return LETTERS[exact[0]]
+    negated = bool(_NEGATION.search(span))
+    if m := _LEADING_LETTER.match(span):
+        letter, rest = m.group(1), normalise_text(m.group(2))
+        index = LETTERS.index(letter)
+        if index < len(normalised) and rest and (rest == normalised[index] or normalised[index].startswith(rest)):
+            return _valid(letter, valid)  # "B) MRI" with option B = MRI
+        others = {x for x in _OTHER_MARKERS.findall(m.group(2)) if x != letter}
+        return None if others or negated else _valid(letter, valid)
+    if negated:
+        return None
+    if m := _LEADING_WORD.match(span):
+        return _valid(m.group(1) or m.group(2), valid)
+    phrased = set(_PHRASED.findall(span))
+    if phrased:
+        return _valid(phrased.pop(), valid) if len(phrased) == 1 else None
     if options:
         by_text = _match_option_text(span, options)
         if by_text is not None:
             return by_text
-    # A lone capital letter standing as a word ("I pick C because ..."); "A lesion"/"I think" are words, not letters.
-    candidates = {
-        m.group(1)
-        for m in re.finditer(r"(?<![A-Za-z])([A-J])(?![A-Za-z])", span)
-        if not (m.group(1) in "AI" and re.match(r" [a-z]", span[m.end() : m.end() + 2]))
-    } & set(valid)
-    if len(candidates) == 1:
-        return candidates.pop()
-    return None
+    marked = {a or b for a, b in _MARKED.findall(span)}  # "I choose (C) because ..."
+    return _valid(marked.pop(), valid) if len(marked) == 1 else None
+
+
+def _valid(letter: str, valid: str) -> str | None:
+    return letter if letter in valid else None
 
 
 def _match_option_text(span: str, options) -> str | None:
     wanted = normalise_text(span)
-    normalised = [normalise_text(o) for o in options]
-    exact = [i for i, o in enumerate(normalised) if o and o == wanted]
-    if len(exact) == 1:
-        return LETTERS[exact[0]]
     answer = yes_no(span)
     if answer is not None:
         yn = [i for i, o in enumerate(options) if yes_no(o) == answer]
         if len(yn) == 1:
             return LETTERS[yn[0]]
-    # The answer quotes one option's text inside a sentence; longest unique match wins.
+    # The answer quotes one option's text inside a sentence; the longest quoted option wins if it is the only one.
+    normalised = [normalise_text(o) for o in options]
     contained = [
         i for i, o in enumerate(normalised) if len(o) >= 3 and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)
     ]
     if contained:
         longest = max(len(normalised[i]) for i in contained)
         best = [i for i in contained if len(normalised[i]) == longest]
-        if len(best) == 1:
+        # another option quoted outside the longest one means the answer mentions several: no single choice
+        rest = wanted.replace(normalised[best[0]], " ") if len(best) == 1 else wanted
+        if len(best) == 1 and not any(
+            re.search(rf"(?<!\w){re.escape(normalised[i])}(?!\w)", rest) for i in contained if i != best[0]
+        ):
             return LETTERS[best[0]]
     return None
 
@@ -138,11 +164,19 @@ def is_correct(completion: str, solution: str, options=None, answer_type: str = 
         letter = parse_choice(answer, options)
         return None if letter is None else letter == solution.strip().upper()
     if answer_type == "closed":
-        said = yes_no(answer)
-        return None if said is None else said == yes_no(solution)
+        return closed_correct(answer, solution)
     if not answer:
         return None
     return normalise_text(answer) == normalise_text(solution)
+
+
+def closed_correct(answer: str, solution: str) -> bool | None:
+    """Closed questions: yes/no compared as such; other closed answers ('Lung' of 'heart or lung?') by their text."""
+    gold = yes_no(solution)
+    if gold is None:
+        return None if not normalise_text(answer) else normalise_text(answer) == normalise_text(solution)
+    said = yes_no(answer)
+    return None if said is None else said == gold
 
 
 def token_f1(prediction: str, reference: str) -> float:

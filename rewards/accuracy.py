@@ -11,13 +11,13 @@ import re
 
 from med_r1.eval.answers import (
     _BARE_LETTER,
+    closed_correct,
     completion_text,
     extract_answer,
     is_correct,
     normalise_text,
     parse_choice,
     token_f1,
-    yes_no,
 )
 from med_r1.rewards.registry import register_reward
 
@@ -112,8 +112,7 @@ def open_answer_reward(completions, solution, answer_type=None, **kwargs) -> lis
         if kind == "choice":
             scores.append(None)
         elif kind == "closed":
-            said = yes_no(answer)
-            scores.append(1.0 if said is not None and said == yes_no(gold) else 0.0)
+            scores.append(1.0 if closed_correct(answer, gold) else 0.0)
         else:
             scores.append(token_f1(answer, gold) if normalise_text(answer) else 0.0)
     return scores

@@ -76,3 +76,40 @@ def test_any_correctly_formatted_gold_answer_is_correct(options, data):
     thought = data.draw(st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40))
     completion = f"<think>{thought}</think><answer>{answer}</answer>"
     assert is_correct(completion, letter, options) is True
+
+
+HEDGES = ["tumor", "cyst", "x-ray", "y"]
+
+
+@pytest.mark.parametrize(
+    "completion, letter",
+    [
+        ("<think>Looking at the image, option A seems unlikely because the lesion", None),  # cut-off reasoning
+        ("<think>the answer is a cyst, so", None),
+        ("<answer>The answer is a cyst</answer>", "B"),  # 'a' is an article, the option text decides
+        ("<answer>A or B</answer>", None),
+        ("<answer>The answer is either A or B</answer>", None),
+        ("<answer>A. B. C. D.</answer>", None),
+        ("<answer>A) tumor B) cyst</answer>", None),
+        ("<answer>Not A</answer>", None),
+        ("<answer>B, not A</answer>", None),
+        ("<answer>tumor or cyst</answer>", None),
+        ("<answer>B because the wall is thin</answer>", "B"),
+        ("<answer>B) cyst</answer>", "B"),
+        ("<answer>I choose (B) for its thin wall</answer>", "B"),
+    ],
+)
+def test_hedged_or_negated_answers_name_no_letter(completion, letter):
+    assert parse_choice(extract_answer(completion).text, HEDGES) == letter
+
+
+def test_option_texts_that_look_like_letters():
+    assert parse_choice("E. coli", ["E. coli", "S. aureus", "C. difficile", "K. pneumoniae", "P. aeruginosa"]) == "A"
+    assert parse_choice("C. difficile", ["C. difficile", "E. coli"]) == "A"
+    assert parse_choice("Hepatitis B", ["Hepatitis B virus", "HIV"]) is None  # a letter inside a word is no answer
+
+
+def test_closed_answers_that_are_not_yes_or_no():
+    assert is_correct("<answer>Lung</answer>", "lung", answer_type="closed") is True  # SLAKE 'heart or lung?'
+    assert is_correct("<answer>heart</answer>", "Lung", answer_type="closed") is False
+    assert is_correct("<answer>No idea</answer>", "no", answer_type="closed") is None

@@ -321,3 +321,29 @@ def test_a_volume_trains_as_several_images(tiny_model, tmp_path):
     raw["data"]["frames"] = 4
     assert main(["train", str(write_recipe(tmp_path / "r.yaml", raw))]) == 0
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_by_image_split_is_the_same_wherever_the_data_lives(omni_dir, tmp_path):
+    import shutil
+
+    copies = [tmp_path / "a" / "omni", tmp_path / "far" / "away" / "omni"]
+    tests = []
+    for copy in copies:
+        shutil.copytree(omni_dir, copy)
+        questions = load_source(DataSource(path=str(copy))).questions
+        tests.append({q.question_id for q in selection.take_side(questions, "test", "image", 0.4, seed=5)})
+    assert tests[0] == tests[1] and tests[0]
+
+
+def test_by_image_split_keeps_questions_sharing_any_image_together(tmp_path):
+    rows = []
+    for i in range(60):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"s{i}.png")
+        Image.new("RGB", (8, 8)).save(tmp_path / f"t{i}.png")
+        rows.append({"id": f"one{i}", "image": f"s{i}.png", "question": "q", "answer": "yes"})
+        rows.append({"id": f"two{i}", "images": [f"t{i}.png", f"s{i}.png"], "question": "q", "answer": "no"})
+    (tmp_path / "multi.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions = load_source(DataSource(path=str(tmp_path / "multi.jsonl"))).questions
+    train = selection.take_side(questions, "train", "image", 0.5, seed=0)
+    test = selection.take_side(questions, "test", "image", 0.5, seed=0)
+    assert train and test and selection.image_overlap(train, test) == []

@@ -30,11 +30,13 @@ class Question:
     """The modality string exactly as the source wrote it (OmniMedVQA's typos included)."""
     source: str = ""
     """Where the record came from, for messages: 'QA_information/Open-access/ACRIMA.json[12]'."""
+    image_ids: tuple[str, ...] = ()
+    """The images named relative to their dataset's root ('Images/ACRIMA/x.png'): the same wherever the data lives."""
 
     @property
     def image_key(self) -> tuple[str, ...]:
-        """What 'the same image' means for leakage checks and by-image splits."""
-        return self.images
+        """What identifies this question's images for by-image splits (stable across machines and folders)."""
+        return self.image_ids or self.images
 
 
 @dataclass(frozen=True, slots=True)

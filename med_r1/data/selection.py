@@ -20,19 +20,39 @@ def _unit(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_key(question: Question, by: str) -> str:
-    return question.question_id if by == "question" else "\0".join(question.image_key)
+def side(key: str, test_ratio: float, seed: int) -> str:
+    """'test' or 'train' for one split key (a question id, or the images of a group of questions)."""
+    return "test" if _unit(seed, key) < test_ratio else "train"
 
 
-def side(question: Question, by: str, test_ratio: float, seed: int) -> str:
-    """'test' or 'train' for one question, from a hash of its question id or its image(s)."""
-    return "test" if _unit(seed, split_key(question, by)) < test_ratio else "train"
+def split_keys(questions: list[Question], by: str) -> list[str]:
+    """The key each question is split by. By image, questions sharing any image form one group with one key (so a
+    two-image question and a one-image question on the same scan always land on the same side)."""
+    if by == "question":
+        return [q.question_id for q in questions]
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for q in questions:
+        first = find(q.image_key[0]) if q.image_key else find(q.question_id)
+        for image in q.image_key[1:]:
+            root = find(image)
+            if root != first:
+                parent[max(root, first)] = min(root, first)  # the smaller name leads: independent of load order
+                first = min(root, first)
+    return [find(q.image_key[0]) if q.image_key else find(q.question_id) for q in questions]
 
 
 def take_side(questions: list[Question], wanted: str, by: str, test_ratio: float, seed: int) -> list[Question]:
     if wanted == "all":
         return list(questions)
-    return [q for q in questions if side(q, by, test_ratio, seed) == wanted]
+    keys = split_keys(questions, by)
+    return [q for q, key in zip(questions, keys, strict=True) if side(key, test_ratio, seed) == wanted]
 
 
 def filter_questions(

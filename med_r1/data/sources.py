@@ -7,6 +7,8 @@ where a pip package carries one). Indexing reads metadata only; images are decod
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import replace
 from pathlib import Path
 
 from med_r1.config import DataSource, SplitConfig
@@ -49,21 +51,22 @@ def detect_format(path: Path) -> str | None:
 @functools.lru_cache(maxsize=8)
 def _load_cached(fmt: str, path: str, image_root: str | None, roots: tuple[tuple[str, str], ...]) -> LoadResult:
     p = Path(path)
+    base = Path(image_root) if image_root else (p if p.is_dir() else p.parent)
     if fmt == "omnimedvqa":
-        from med_r1.data.omnimedvqa import load_omnimedvqa
+        from med_r1.data.omnimedvqa import find_root, load_omnimedvqa
 
-        return load_omnimedvqa(p, dict(roots))
+        return _with_image_ids(load_omnimedvqa(p, dict(roots)), find_root(p) or p)
     if fmt == "medr1":
         from med_r1.data.medr1_splits import load_medr1
 
-        return load_medr1(p, image_root)
+        return _with_image_ids(load_medr1(p, image_root), base)
     if fmt == "jsonl":
         from med_r1.data.jsonl import load_jsonl
 
-        return load_jsonl(p, image_root)
+        return _with_image_ids(load_jsonl(p, image_root), base)
     from med_r1.data.vqa_sets import LOADERS
 
-    return LOADERS[fmt](p, image_root)
+    return _with_image_ids(LOADERS[fmt](p, image_root), base)
 
 
 def load_source(source: DataSource, where: str = "data.train") -> LoadResult:
@@ -78,6 +81,16 @@ def load_source(source: DataSource, where: str = "data.train") -> LoadResult:
             raise DataError(f"{where}.path: cannot tell the format of {path}; set {where}.format to one of {FORMATS}")
     result = _load_cached(fmt, str(path.resolve()), source.image_root, tuple(sorted(source.roots.items())))
     return LoadResult(list(result.questions), list(result.problems))
+
+
+def _with_image_ids(result: LoadResult, base: Path) -> LoadResult:
+    """Name every image relative to the dataset's root, so splits hash the same wherever the data is copied."""
+    base_text = str(base.resolve()) + os.sep
+    questions = [
+        replace(q, image_ids=tuple(p[len(base_text) :] if p.startswith(base_text) else p for p in q.images))
+        for q in result.questions
+    ]
+    return LoadResult(questions, result.problems)
 
 
 def select(source: DataSource, split: SplitConfig, where: str = "data.train") -> LoadResult:
