@@ -71,8 +71,8 @@ def compare(path_a: Path, path_b: Path, name: str | None = None) -> str:
             if a is None or b is None:
                 lines.append(f"| {domain} | {_pct(a)} | {_pct(b)} | - | - | {_n(a)}/{_n(b)} |")
                 continue
-            rows_a = [r for r in preds_a if key is None or r.get(key) == domain]
-            rows_b = [r for r in preds_b if key is None or r.get(key) == domain]
+            rows_a = [r for r in preds_a if key is None or (r.get(key) or "unknown") == domain]  # as metrics group
+            rows_b = [r for r in preds_b if key is None or (r.get(key) or "unknown") == domain]
             lo, hi = _paired(rows_a, rows_b) or _independent(a, b)
             delta = b["accuracy"] - a["accuracy"]
             lines.append(

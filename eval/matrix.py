@@ -76,14 +76,36 @@ def cells(recipe: Recipe, train_domains: list[str]) -> list[Cell]:
 
 
 def train_status(cell: Cell) -> str:
-    from transformers.trainer_utils import get_last_checkpoint
+    from med_r1.train import last_complete_checkpoint
 
     if not cell.trains:
         return "-"
+    changed = recipe_changes(cell)
+    if changed:
+        return f"stale ({', '.join(changed[:3])} changed)"
     if (cell.run_dir / "model").is_dir():
         return "done"
-    last = get_last_checkpoint(str(cell.run_dir)) if cell.run_dir.is_dir() else None
+    last = last_complete_checkpoint(cell.run_dir, remove_partial=False) if cell.run_dir.is_dir() else None
     return f"resume from {Path(last).name}" if last else "todo"
+
+
+def recipe_changes(cell: Cell) -> list[str]:
+    """Recipe keys whose value differs from what the cell's existing run was trained with (empty: none, or no run)."""
+    import yaml
+
+    from med_r1.config import recipe_to_dict
+
+    saved = cell.run_dir / "recipe.yaml"
+    if not saved.exists():
+        return []
+    before, now = _flat(yaml.safe_load(saved.read_text())), _flat(recipe_to_dict(cell.recipe))
+    return sorted(k for k in set(before) | set(now) if k != "resume" and before.get(k) != now.get(k))
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
 
 
 def eval_status(cell: Cell, n_questions: int) -> str:
@@ -118,6 +140,15 @@ def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
     lines.append(f"to run: {todo_train} trainings, {todo_eval} evaluations")
     if dry_run:
         return "\n".join(lines)
+    stale = [cell for cell in plan if train_status(cell).startswith("stale")]
+    if stale:
+        from med_r1.errors import UserError
+
+        raise UserError(
+            "the matrix recipe changed since these cells were trained; nothing was reused or overwritten. Use a "
+            "new output_dir, or move the cells away to retrain them:",
+            [f"{c.run_dir}: {', '.join(recipe_changes(c))}" for c in stale],
+        )
     for cell in plan:
         status = train_status(cell)
         if status == "todo" and cell.run_dir.exists() and any(cell.run_dir.iterdir()):

@@ -10,6 +10,7 @@ line is cut off, so every question ends up with exactly one line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -77,8 +78,40 @@ def prompt_variant(recipe: Recipe) -> str:
 
 
 def eval_dir(recipe: Recipe, target: Target, prompt: str) -> Path:
-    name = recipe.eval.name or (prompt if len(prompt) <= 40 else "custom") + ("-base" if target.is_base else "")
+    from med_r1.prompts import TEMPLATES
+
+    if recipe.eval.name:
+        name = recipe.eval.name
+    else:  # a custom template is named by its hash: its text may hold '/' and two long ones must not collide
+        name = prompt if prompt in TEMPLATES else "custom-" + hashlib.sha1(prompt.encode()).hexdigest()[:8]
+        name += "-base" if target.is_base else ""
     return Path(recipe.output_dir) / "eval" / name
+
+
+def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
+    """Everything that decides the predictions; a folder holding results of other settings is never reused."""
+    weights = []
+    for folder in {p for p in (target.model, target.adapter) if p and Path(p).is_dir()}:
+        for file in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin")):
+            stat = file.stat()
+            weights.append([str(file), stat.st_size, stat.st_mtime_ns])  # a retrained model is another model
+    e, d = recipe.eval, recipe.data
+    return {
+        "model": target.label,
+        "adapter": target.adapter,
+        "weights": weights,
+        "prompt": prompt,
+        "system": recipe.prompt.system,
+        "data": asdict(d.eval) if d.eval else None,
+        "split": asdict(d.split),
+        "image_size": d.image_size,
+        "frames": d.frames,
+        "window": d.window,
+        "pixels": [recipe.model.min_pixels, recipe.model.max_pixels],
+        "generation": {
+            k: getattr(e, k) for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "num_samples", "seed")
+        },
+    }
 
 
 def load_eval_questions(recipe: Recipe) -> list[Question]:
@@ -163,18 +196,8 @@ def evaluate(recipe: Recipe) -> Path:
     prompt = prompt_variant(recipe)
     questions = load_eval_questions(recipe)
     out = eval_dir(recipe, target, prompt)
-    settings = {
-        "model": target.label,
-        "adapter": target.adapter,
-        "prompt": prompt,
-        "data": asdict(recipe.data.eval),
-        "max_new_tokens": recipe.eval.max_new_tokens,
-        "do_sample": recipe.eval.do_sample,
-        "num_samples": recipe.eval.num_samples,
-    }
-    _claim(out, settings)
-
-    done = {row["question_id"] for row in read_jsonl(out / "predictions.jsonl", repair=True)}
+    _claim(out, fingerprint(recipe, target, prompt))
+    done = _answered(out / "predictions.jsonl")
     pending = [q for q in questions if q.question_id not in done]
     pending.sort(key=lambda q: -(len(q.question) + sum(map(len, q.options)) + 1000 * len(q.images)))  # less padding
     logger.info("evaluating %s on %d questions (%d already done) -> %s", target.label, len(questions), len(done), out)
@@ -212,13 +235,28 @@ def write_metrics(out: Path, questions: list[Question], title: str) -> Path:
     return out
 
 
+def _answered(path: Path) -> set[str]:
+    """Questions already answered; rows that failed on an unreadable image are dropped so they are tried again."""
+    rows = read_jsonl(path, repair=True)
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if "error" not in r))
+    return {r["question_id"] for r in rows if "error" not in r}
+
+
 def _claim(out: Path, settings: dict) -> None:
     """Refuse to mix two different evaluations in one folder; record what this one is."""
     path = out / "eval_config.json"
     if path.exists():
         before = json.loads(path.read_text())
         if before != json.loads(json.dumps(settings)):
-            raise UserError(f"{out} holds results of a different evaluation ({path}); set eval.name=<new name>")
+            changed = sorted(
+                k for k in set(before) | set(settings) if before.get(k) != json.loads(json.dumps(settings)).get(k)
+            )
+            raise UserError(
+                f"{out} holds results of a different evaluation (changed: {', '.join(changed)}); nothing was "
+                "overwritten. Set eval.name=<new name>, or move that folder away to redo it."
+            )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, settings)
 

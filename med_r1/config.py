@@ -237,11 +237,14 @@ def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
         if not sep or not key:
             errors.append(f"override {item!r} must look like key.sub=value (e.g. grpo.learning_rate=5.0e-7)")
             continue
-        try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            value = text
         parts = key.split(".")
+        if _wants_raw_text(_leaf_type(parts)):
+            value = text  # a string field keeps what was typed: '#', ':' and 'no' are not YAML here
+        else:
+            try:
+                value = yaml.safe_load(text) if text else ""
+            except yaml.YAMLError:
+                value = text
         node: Any = raw
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -266,6 +269,43 @@ def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
                 node[part] = {}
             node = node[part]
     return raw
+
+
+def _leaf_type(parts: list[str]) -> Any:
+    """The declared type at a dotted recipe path (GRPOConfig's for grpo.*), or None when there is none."""
+    tp: Any = Recipe
+    for i, part in enumerate(parts):
+        if tp is Recipe and part == "grpo" and len(parts) == i + 2:
+            from trl import GRPOConfig
+
+            return typing.get_type_hints(GRPOConfig).get(parts[i + 1])
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 else None
+            origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+        elif origin is list and part.isdigit():
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+        if tp is None:
+            return None
+    return tp
+
+
+def _wants_raw_text(tp: Any) -> bool:
+    """Fields that only take strings (str, Optional[str], string Literals)."""
+    if tp is None:
+        return False
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    args = [a for a in args if a is not type(None)]
+    return bool(args) and all(a is str or typing.get_origin(a) is Literal for a in args)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -417,6 +457,14 @@ def _check_recipe(recipe: Recipe) -> list[str]:
         errors.append(f"data.split.test_ratio: must be between 0 and 1, got {split.test_ratio}")
     if recipe.eval.num_samples > 1 and not recipe.eval.do_sample:
         errors.append("eval.num_samples: more than one sample needs eval.do_sample=true (greedy gives one answer)")
+    for key, source in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        if source is not None and source.limit is not None and source.limit < 1:
+            errors.append(f"{key}.limit: must be at least 1 (or null for no limit), got {source.limit}")
+    for key in ("batch_size", "max_new_tokens", "num_samples"):
+        if getattr(recipe.eval, key) < 1:
+            errors.append(f"eval.{key}: must be at least 1, got {getattr(recipe.eval, key)}")
+    if recipe.guards.max_nonfinite_steps < 1:
+        errors.append(f"guards.max_nonfinite_steps: must be at least 1, got {recipe.guards.max_nonfinite_steps}")
     if recipe.data.frames < 1:
         errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
     return errors

@@ -91,6 +91,28 @@ def data_problems(questions: list[Question], indexing: list[Problem]) -> list[Pr
     return [p for p in validate(questions, indexing, decode=False) if p.severity == "error"]
 
 
+def overlap_warnings(train: list[Question], evaluated: list[Question]) -> list[str]:
+    """Evaluation questions (or images) that training also sees: fine for a sanity check, fatal for a claim."""
+    from med_r1.data.selection import image_overlap
+
+    if not evaluated:
+        return []
+    warnings = []
+    shared = {q.question_id for q in train} & {q.question_id for q in evaluated}
+    if shared:
+        warnings.append(
+            f"{len(shared)} of {len(evaluated)} evaluation questions are also training questions (e.g. "
+            f"{sorted(shared)[0]}); give data.train and data.eval opposite sides of data.split (train / test)"
+        )
+    images = image_overlap(train, evaluated)
+    if images and not shared:
+        warnings.append(
+            f"{len(images)} images appear in both training and evaluation questions (question-level splits, as "
+            "Med-R1's, do this); data.split.by: image keeps them apart"
+        )
+    return warnings
+
+
 def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Question]:
     """The questions without problems; of duplicated ids the first occurrence stays."""
     bad = {p.question_id for p in problems if p.question_id and p.kind != "duplicate_id"}
@@ -133,6 +155,7 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
         skipped = len(selected.questions) - len(train) + unindexed
         logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", skipped)
     eval_questions = evaluated.questions if recipe.data.eval is not None else []
+    warnings += overlap_warnings(train, eval_questions)
 
     processor = _processor(recipe)
     records = rows.to_records(train, recipe.prompt)

@@ -62,6 +62,12 @@ def resume_checkpoint(recipe: Recipe, is_main: bool = True) -> str | None:
     path = Path(recipe.resume)
     if not (path / "trainer_state.json").exists():
         raise UserError(f"resume={recipe.resume}: not a checkpoint folder (no trainer_state.json)")
+    from med_r1.trainer import COMPLETE
+
+    if not (path / COMPLETE).exists():
+        logger.warning("resume=%s: no %s marker; the folder may come from an interrupted save", path, COMPLETE)
+    if holds_run(out) and Path(path).resolve().parent != out.resolve():
+        raise UserError(f"output_dir {out} holds another run; resume a checkpoint into a new output_dir")
     return str(path)
 
 
@@ -100,7 +106,9 @@ def save_final(trainer, recipe: Recipe) -> Path:
     out = Path(recipe.output_dir)
     final = out / "model"
     tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of an interrupted save
+    trainer.accelerator.wait_for_everyone()  # no process deletes what another is writing
     trainer.save_model(str(tmp))
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(tmp))
@@ -152,9 +160,10 @@ def train(recipe: Recipe) -> Path:
         import signal
 
         name = signal.Signals(stopper.signal_number).name
+        checkpoint = out / f"checkpoint-{stopper.stopped_at}"
+        saved = f"checkpoint saved in {checkpoint}" if checkpoint.is_dir() else "no checkpoint could be saved"
         raise Interrupted(
-            f"{name}: stopped after step {stopper.stopped_at}; checkpoint saved in "
-            f"{out / f'checkpoint-{stopper.stopped_at}'}. Continue with: med-r1 train RECIPE resume=true",
+            f"{name}: stopped after step {stopper.stopped_at}; {saved}. Continue with: med-r1 train RECIPE resume=true",
             stopper.signal_number,
         )
     return save_final(trainer, recipe)

@@ -31,6 +31,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
         self.nonfinite_skipped = 0
         self._nonfinite_in_a_row = 0
         self._step_has_nonfinite_loss = False
+        self._bad_step = False
         self._last_grad_norm: float | None = None
         self._last_log = (time.perf_counter(), 0.0)
 
@@ -85,8 +86,13 @@ class MedR1GRPOTrainer(GRPOTrainer):
         return loss
 
     def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, right before it: the place to decide whether that step may run.
         grad_norm = super()._get_grad_norm(model, grad_norm)
         self._last_grad_norm = float(grad_norm) if grad_norm is not None else None
+        self._bad_step = self._step_has_nonfinite_loss or (
+            self._last_grad_norm is not None and not math.isfinite(self._last_grad_norm)
+        )
+        self._step_has_nonfinite_loss = False  # even if the optimizer step itself is skipped (fp16 scaler)
         return grad_norm
 
     def create_optimizer(self, *args, **kwargs):
@@ -102,10 +108,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
         return optimizer
 
     def _skip_this_step(self) -> bool:
-        bad = self._step_has_nonfinite_loss or (
-            self._last_grad_norm is not None and not math.isfinite(self._last_grad_norm)
-        )
-        self._step_has_nonfinite_loss = False
+        bad, self._bad_step = self._bad_step, False
         if self.accelerator.num_processes > 1:  # every process must take the same decision, or weights diverge
             flag = torch.tensor(float(bad), device=self.accelerator.device)
             bad = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
@@ -152,11 +155,25 @@ class MedR1GRPOTrainer(GRPOTrainer):
         logger.info("resumed model weights from %s", folder)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        from transformers.trainer_utils import rotate_checkpoints
+
+        # Old checkpoints are pruned only once the new one is complete: Trainer would prune before the marker is
+        # written, and a crash in between could leave no complete checkpoint at all.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()  # every rank's shards are written
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            marker = folder / COMPLETE
+            run_dir = self._get_output_dir(trial=trial)
+            marker = Path(run_dir) / f"checkpoint-{self.state.global_step}" / COMPLETE
             marker.write_text(f"{self.state.global_step}\n")
             with open(marker) as f:
                 os.fsync(f.fileno())
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )

@@ -139,3 +139,26 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys, raw, overrid
     assert main(["validate", str(path), *overrides]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_string_overrides_keep_what_was_typed():
+    recipe = parse_recipe(
+        BASE,
+        [
+            "prompt.system=You are radiologist #1: answer briefly",
+            "eval.name=on",
+            "data.window=off",
+            "grpo.save_strategy=no",
+            "model.lora.target_modules=[q_proj, v_proj]",
+        ],
+    )
+    assert recipe.prompt.system == "You are radiologist #1: answer briefly"  # not cut at '#', not a mapping
+    assert recipe.eval.name == "on" and recipe.data.window == "off" and recipe.grpo["save_strategy"] == "no"
+    assert recipe.model.lora.target_modules == ["q_proj", "v_proj"]  # str | list: still YAML
+
+
+def test_ranges_are_checked():
+    found = problems(BASE, ["data.train.limit=-3", "eval.batch_size=0", "eval.num_samples=0"])
+    assert any("data.train.limit: must be at least 1" in p for p in found)
+    assert any("eval.batch_size: must be at least 1" in p for p in found)
+    assert any("eval.num_samples: must be at least 1" in p for p in found)

@@ -166,3 +166,40 @@ def test_matrix_over_two_domains_then_nothing_new(tiny_model, omni_dir, tmp_path
     assert main(["matrix", str(recipe), "--dry-run"]) == 0
     assert "to run: 0 trainings, 0 evaluations" in capsys.readouterr().out
     assert main(["matrix", str(recipe)]) == 0
+
+
+@pytest.mark.slow
+def test_results_of_other_settings_are_never_reused(tiny_model, omni_dir, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", eval_recipe(tiny_model, omni_dir, tmp_path / "run"))
+    assert main(["eval", str(recipe), "eval.model=base"]) == 0
+    assert main(["eval", str(recipe), "eval.model=base", "eval.max_new_tokens=4"]) == 2
+    assert "changed: generation" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rows_that_failed_on_an_image_are_retried(tiny_model, omni_dir, tmp_path):
+    image = omni_dir / "Images" / "Set 1 & Co" / "img (2).png"
+    good = image.read_bytes()
+    image.write_bytes(b"not an image")
+    recipe = write_recipe(tmp_path / "r.yaml", eval_recipe(tiny_model, omni_dir, tmp_path / "run"))
+    assert main(["eval", str(recipe), "eval.model=base"]) == 0
+    path = tmp_path / "run" / "eval" / "medr1_eval_think-base" / "predictions.jsonl"
+    assert [r["question_id"] for r in lines(path) if "error" in r] == ["Set 1 & Co_0002"]
+    metrics = json.loads(path.with_name("metrics.json").read_text())
+    assert metrics["overall"]["count"] == 15 and metrics["overall"]["errors"] == 1
+    image.write_bytes(good)
+    assert main(["eval", str(recipe), "eval.model=base"]) == 0
+    rows = lines(path)
+    assert len(rows) == 16 and not any("error" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_matrix_refuses_cells_trained_with_another_recipe(tiny_model, omni_dir, tmp_path, capsys):
+    raw = eval_recipe(tiny_model, omni_dir, tmp_path / "mx")
+    raw["grpo"]["max_steps"] = 1
+    raw["matrix"] = {"train_domains": ["CT"], "baseline": False}
+    recipe = str(write_recipe(tmp_path / "r.yaml", raw))
+    assert main(["matrix", recipe]) == 0
+    assert main(["matrix", recipe, "grpo.learning_rate=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "train-ct" in err and "grpo.learning_rate" in err

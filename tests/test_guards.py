@@ -63,9 +63,14 @@ def test_half_written_checkpoint_is_never_used(tiny_model, omni_dir, tmp_path):
     partial = tmp_path / "run" / "checkpoint-5"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"\0" * 10)  # as if killed while saving step 5
-    assert main(["train", str(recipe), "resume=true", "rewards.0.kwargs.die_at_step=null"]) == 0
+    assert (
+        main(["train", str(recipe), "resume=true", "rewards.0.kwargs.die_at_step=null", "grpo.save_total_limit=1"])
+        == 0
+    )
     state = json.loads((tmp_path / "run" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and not partial.exists()
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert kept == ["checkpoint-6"] and (tmp_path / "run" / "checkpoint-6" / "med_r1_complete").exists()  # pruned
 
 
 @pytest.mark.slow

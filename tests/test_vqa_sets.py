@@ -428,3 +428,17 @@ def test_jsonl_round_trip_of_loaded_datasets(tmp_path):
     assert again == questions
     assert again[0].source == "train.json[0]"  # provenance survives the conversion
     assert [replace(q, source="") for q in again] == [replace(q, source="") for q in questions]
+
+
+def test_jsonl_letter_case_and_option_count(tmp_path):
+    from med_r1.data.jsonl import load_jsonl
+
+    rows = [
+        {"id": "lower", "image": "x.png", "question": "q", "options": ["CT", "MRI"], "answer": "b"},
+        {"id": "many", "image": "x.png", "question": "q", "options": [str(i) for i in range(12)], "answer": "A"},
+    ]
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = load_jsonl(tmp_path / "q.jsonl")
+    assert [q.answer for q in result.questions] == ["B"]
+    assert [p.kind for p in result.problems] == ["bad_record"] and "at most 10" in result.problems[0].message

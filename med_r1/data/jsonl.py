@@ -110,10 +110,20 @@ def parse_record(
         options = [options[k] for k in letters]
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         return None, Problem("bad_record", where, "'options' must be a list of strings or a {letter: text} object")
+    if len(options) > len(LETTERS):
+        return None, Problem(
+            "bad_record", where, f"{len(options)} options: at most {len(LETTERS)} (A-J) are supported"
+        )
     answer = str(record["answer"])
     if options:
         answer_type = "choice"
         letter = answer.strip()
+        if (
+            len(letter) == 1
+            and letter.upper() in LETTERS[: len(options)]
+            and letter.lower() not in map(str.lower, options)
+        ):
+            letter = letter.upper()  # "b" names option B (unless some option's text is literally "b")
         if len(letter) != 1 or letter not in LETTERS[: len(options)]:
             letter = answer_letter(answer, options)
         if letter is None:
