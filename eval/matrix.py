@@ -245,9 +245,13 @@ def _heatmap(rows, cols, table, path: Path, title: str, cmap: str, centred: bool
     import numpy as np
 
     values = np.array([[np.nan if table[r][c] is None else 100 * table[r][c] for c in cols] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.6 * len(rows) + 1.8))
-    limit = np.nanmax(np.abs(values)) if centred and np.isfinite(values).any() else None
-    image = ax.imshow(values, cmap=cmap, vmin=-limit if limit else None, vmax=limit)
+    fig, ax = plt.subplots(figsize=(0.9 * len(cols) + 3, 0.5 * len(rows) + 2))
+    if centred:  # gains: symmetric around 0, at least +-1 point so a flat matrix stays white
+        limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+        vmin, vmax = -limit, limit
+    else:  # accuracy: always 0-100, so heatmaps of different runs compare by eye
+        vmin, vmax = 0.0, 100.0
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("evaluated on")
@@ -255,6 +259,8 @@ def _heatmap(rows, cols, table, path: Path, title: str, cmap: str, centred: bool
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(values[i, j]):
+                share = (values[i, j] - vmin) / (vmax - vmin)
+                dark = abs(share - 0.5) > 0.3 if centred else share < 0.6
                 ax.text(
                     j,
                     i,
@@ -262,7 +268,7 @@ def _heatmap(rows, cols, table, path: Path, title: str, cmap: str, centred: bool
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="black" if centred else "white",
+                    color="white" if dark else "black",
                 )
     ax.set_title(title)
     fig.colorbar(image, ax=ax, shrink=0.8)
