@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,15 @@ from typing import Any, Literal
 import yaml
 
 from med_r1.errors import ConfigError
+from med_r1.strict import (
+    accepts_str_not_bool,
+    build,
+    convert,
+    deepcopy,
+    is_simple,
+    unknown_key,
+    wants_raw_text,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
@@ -219,7 +227,7 @@ def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "re
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the recipe must be a mapping of keys to values")
     raw = apply_overrides(raw, overrides or [], errors)
-    recipe = _build(Recipe, raw, "", errors)
+    recipe = build(Recipe, raw, "", errors)
     if recipe is not None:
         errors += _check_grpo(recipe.grpo)
         errors += _check_recipe(recipe)
@@ -231,14 +239,14 @@ def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "re
 
 def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
     """Return a copy of `raw` with each `a.b.c=value` applied; the value is parsed as YAML (`[CT, MRI]`, `5.0e-7`)."""
-    raw = _deepcopy(raw)
+    raw = deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             errors.append(f"override {item!r} must look like key.sub=value (e.g. grpo.learning_rate=5.0e-7)")
             continue
         parts = key.split(".")
-        if _wants_raw_text(_leaf_type(parts)):
+        if wants_raw_text(_leaf_type(parts)):
             value = text  # a string field keeps what was typed: '#', ':' and 'no' are not YAML here
         else:
             try:
@@ -297,17 +305,6 @@ def _leaf_type(parts: list[str]) -> Any:
     return tp
 
 
-def _wants_raw_text(tp: Any) -> bool:
-    """Fields that only take strings (str, Optional[str], string Literals)."""
-    if tp is None:
-        return False
-    if typing.get_origin(tp) is Literal:
-        return all(isinstance(a, str) for a in typing.get_args(tp))
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    args = [a for a in args if a is not type(None)]
-    return bool(args) and all(a is str or typing.get_origin(a) is Literal for a in args)
-
-
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
@@ -317,91 +314,6 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     from med_r1.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Strict conversion
-# --------------------------------------------------------------------------------------------------------------------
-
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
-    if not isinstance(raw, dict):
-        errors.append(f"{path or 'recipe'}: expected a mapping, got {_show(raw)}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    ok = True
-    for key in raw:
-        if key not in fields:
-            errors.append(_unknown(_join(path, str(key)), str(key), list(fields)))
-            ok = False
-    for name, f in fields.items():
-        sub = _join(path, name)
-        if name in raw:
-            before = len(errors)
-            kwargs[name] = _convert(raw[name], hints[name], sub, errors)
-            ok &= len(errors) == before
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            errors.append(f"{sub}: required key is missing")
-            ok = False
-    return cls(**kwargs) if ok else None
-
-
-def _convert(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            errors.append(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options:
-            trial: list[str] = []
-            result = _convert(value, option, path, trial)
-            if not trial:
-                return result
-        if len(options) == 1:
-            return _convert(value, options[0], path, errors)
-        errors.append(f"{path}: expected {' or '.join(_name(a) for a in options)}, got {_show(value)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, errors)
-    if origin is list:
-        if not isinstance(value, list):
-            errors.append(f"{path}: expected a list, got {_show(value)}")
-            return value
-        return [_convert(v, args[0] if args else Any, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a mapping, got {_show(value)}")
-            return value
-        return {str(k): _convert(v, args[1] if args else Any, f"{path}.{k}", errors) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            errors.append(f"{path}: expected true or false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(f"{path}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _NUMBER.match(value.strip()):
-            return float(value)  # YAML 1.1 reads 5e-7 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            errors.append(f"{path}: expected a number, got {_show(value)}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            errors.append(f"{path}: expected a string, got {_show(value)}")
-        return value
-    return value
 
 
 def _check_grpo(grpo: dict[str, Any]) -> list[str]:
@@ -418,12 +330,12 @@ def _check_grpo(grpo: dict[str, Any]) -> list[str]:
         elif key in _GRPO_RENAMED:
             errors.append(f"{path}: {_GRPO_RENAMED[key]}")
         elif key not in names:
-            errors.append(_unknown(path, key, names) + " (a trl.GRPOConfig field)")
-        elif grpo[key] is False and _accepts_str_not_bool(hints[key]):
+            errors.append(unknown_key(path, key, names) + " (a trl.GRPOConfig field)")
+        elif grpo[key] is False and accepts_str_not_bool(hints[key]):
             grpo[key] = "no"  # YAML 1.1 reads a bare `no` as false: `save_strategy: no` means the string
-        elif _is_simple(hints[key]):
+        elif is_simple(hints[key]):
             trial: list[str] = []
-            converted = _convert(grpo[key], hints[key], path, trial)
+            converted = convert(grpo[key], hints[key], path, trial)
             errors += trial
             if not trial:
                 grpo[key] = converted
@@ -468,50 +380,3 @@ def _check_recipe(recipe: Recipe) -> list[str]:
     if recipe.data.frames < 1:
         errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
     return errors
-
-
-def _accepts_str_not_bool(tp: Any) -> bool:
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    return str in args and bool not in args
-
-
-def _is_simple(tp: Any) -> bool:
-    if tp in (int, float, bool, str):
-        return True
-    if typing.get_origin(tp) is Literal:
-        return True
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return all(_is_simple(a) or a is type(None) for a in typing.get_args(tp))
-    return False
-
-
-def _unknown(path: str, key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {path}{hint}"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _name(tp: Any) -> str:
-    if typing.get_origin(tp) is list:
-        return "a list"
-    if typing.get_origin(tp) is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
-
-
-def _deepcopy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deepcopy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deepcopy(v) for v in value]
-    return value

@@ -114,7 +114,7 @@ def get_reward(spec: str, **kwargs: Any) -> Callable:
 
 def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
     """Recipe kwargs must be named keyword parameters of the function, of the annotated type."""
-    from med_r1.config import _convert
+    from med_r1.strict import convert
 
     params = inspect.signature(fn).parameters
     settable = [
@@ -132,7 +132,7 @@ def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
             known = f"; it takes: {', '.join(settable)}" if settable else "; it takes no kwargs"
             problems.append(f"kwargs.{key}: not a parameter of {fn.__name__}{hint}{known}")
         elif key in hints:
-            _convert(value, hints[key], f"kwargs.{key}", problems)
+            convert(value, hints[key], f"kwargs.{key}", problems)
     return problems
 
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
+from conftest import tiny_recipe, write_recipe
 from med_r1.cli import main
 
 
