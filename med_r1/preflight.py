@@ -28,6 +28,8 @@ class Plan:
     skipped: int = 0
     longest_prompt: int | None = None
     """Tokens of the longest training prompt, images included (None when not checked)."""
+    processor: Any = None
+    """The processor the checks used (pixel bounds applied); training reuses it instead of loading it again."""
 
 
 def cuda_available() -> bool:
@@ -63,7 +65,7 @@ def build_grpo_config(kwargs: dict[str, Any]):
 def build_rewards(recipe: Recipe):
     """Resolve every reward of the recipe into a guarded callable; all problems are reported together."""
     from med_r1.rewards.guard import GuardedReward
-    from med_r1.rewards.registry import check_kwargs, resolve
+    from med_r1.rewards.registry import bind, check_kwargs, resolve
 
     rewards, problems = [], []
     for i, spec in enumerate(recipe.rewards):
@@ -73,11 +75,7 @@ def build_rewards(recipe: Recipe):
             problems.append(f"rewards[{i}].name: {exc}")
             continue
         problems += [f"rewards[{i}].{p}" for p in check_kwargs(reward.fn, spec.kwargs)]
-        fn = reward.fn
-        if spec.kwargs:
-            import functools
-
-            fn = functools.partial(reward.fn, **spec.kwargs)
+        fn = bind(reward.fn, spec.kwargs)
         rewards.append(GuardedReward(fn, spec.label or reward.name, reward.kind, recipe.reward_errors))
     if problems:
         raise ConfigError("rewards: problems:", problems)
@@ -179,7 +177,7 @@ def prepare(recipe: Recipe, cuda: bool | None = None) -> Plan:
     if errors:
         more = [f"... {len(errors) - 20} more"] if len(errors) > 20 else []
         raise UserError("checks before training failed:", errors[:20] + more)
-    return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped, longest)
+    return Plan(recipe, train, eval_questions, rewards, kwargs, warnings + notes, skipped, longest, processor)
 
 
 def _collect(failures: list[UserError], fn, *args):

@@ -81,7 +81,7 @@ def build_trainer(recipe: Recipe, plan, cuda: bool, callbacks: list | None = Non
 
     out = Path(recipe.output_dir)
     args = build_grpo_config(plan.grpo_kwargs)
-    processor = load_processor(recipe.model.name_or_path, recipe.model)
+    processor = plan.processor or load_processor(recipe.model.name_or_path, recipe.model)
     model = load_model(recipe.model, cuda)
     train_dataset = to_dataset(plan.train, recipe.prompt, recipe.data)
     eval_dataset = (

@@ -109,7 +109,12 @@ def get_reward(spec: str, **kwargs: Any) -> Callable:
     problems = check_kwargs(reward.fn, kwargs)
     if problems:
         raise ConfigError(f"reward {spec!r}: bad kwargs", problems)
-    return functools.partial(reward.fn, **kwargs) if kwargs else reward.fn
+    return bind(reward.fn, kwargs)
+
+
+def bind(fn: Callable, kwargs: dict[str, Any]) -> Callable:
+    """`fn` with recipe kwargs bound; a partial keeps the function's name, which TRL logs the reward under."""
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
