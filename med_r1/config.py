@@ -63,6 +63,9 @@ class ModelConfig:
     max_pixels: int | None = None
     save_merged: bool = False
     """LoRA only: also save a merged full model next to the adapter."""
+    share_prompt: bool = True
+    """Compute each prompt and its images once per group of rollouts, not once per rollout (same results, faster).
+    Qwen2/2.5/3-VL with eager or sdpa attention; anything else falls back to TRL's unshared passes, logged once."""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ def build_trainer(recipe: Recipe, plan, cuda: bool, callbacks: list | None = Non
         callbacks=[MetricsFile(out / "metrics.jsonl"), RewardPlot(out / "metrics.jsonl", out / "rewards.png")]
         + (callbacks or []),
         max_nonfinite_steps=recipe.guards.max_nonfinite_steps,
+        share_prompt=recipe.model.share_prompt,
     )
 
 

@@ -1,7 +1,10 @@
-"""`GRPOTrainer` plus the few hooks TRL lacks: phase timings and throughput in the logs, a non-finite step guard,
-and checkpoints marked complete only once fully written.
+"""`GRPOTrainer` plus the few hooks TRL lacks: shared-prompt passes (each prompt and its images computed once per
+group, `med_r1.shared_prompt`), phase timings and throughput in the logs, a non-finite step guard, and checkpoints
+marked complete only once fully written.
 
-Everything else (generation, vLLM, loss, distributed training) is TRL's own, untouched.
+Everything else (generation, vLLM, loss, distributed training) is TRL's own. The private TRL 1.16 methods overridden
+here, and what an upgrade risks, are listed in each method's docstring; every override calls TRL's own method for what
+it does not change, so a changed signature fails loudly rather than silently.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
+from med_r1 import shared_prompt
 from med_r1.errors import RunError
 
 logger = logging.getLogger(__name__)
@@ -25,8 +29,12 @@ COMPLETE = "med_r1_complete"
 
 
 class MedR1GRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, max_nonfinite_steps: int = 3, **kwargs):
+    def __init__(self, *args, max_nonfinite_steps: int = 3, share_prompt: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.share_prompt_fallback = self._share_prompt_fallback(share_prompt)
+        """Why the shared-prompt passes are off (None when they are on); logged once."""
+        if share_prompt and self.share_prompt_fallback:
+            logger.warning("model.share_prompt: using TRL's unshared passes, because %s", self.share_prompt_fallback)
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_skipped = 0
         self._nonfinite_in_a_row = 0
@@ -34,6 +42,186 @@ class MedR1GRPOTrainer(GRPOTrainer):
         self._bad_step = False
         self._last_grad_norm: float | None = None
         self._last_log = (time.perf_counter(), 0.0)
+
+    # -- shared-prompt passes ------------------------------------------------------------------------------------
+
+    def _share_prompt_fallback(self, share_prompt: bool) -> str | None:
+        if not share_prompt:
+            return "model.share_prompt is false"
+        if self.tools or self.environment_factories is not None:
+            return "tool calls put images and tool output into completions, which are not shared"
+        if self.rollout_func is not None:
+            return "a custom rollout_func builds its own prompts"
+        return shared_prompt.unsupported_reason(self._base(self.model).config)
+
+    def _base(self, model):
+        """The PreTrainedModel inside accelerate's and PEFT's wrappers (adapters stay injected in its layers)."""
+        model = self.accelerator.unwrap_model(model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        pixel_values=None,
+        image_grid_thw=None,
+        num_images=None,
+        mm_token_type_ids=None,
+        **others,
+    ):
+        """TRL's log-prob pass (old policy, reference, and the policy with gradients all come through here), with the
+        rows of each chunk that share a prompt packed into one sequence per group (`med_r1.shared_prompt`).
+
+        Overrides TRL 1.16's private `GRPOTrainer._get_per_token_logps_and_entropies`; same arguments, same return
+        (per-token log-probs and entropies of shape (rows, logits_to_keep), zero where the completion is padding;
+        aux loss None). Chunks without a shared prompt, models or settings the packed path does not cover (MoE aux
+        loss, processors with other image fields) and malformed rows go to TRL's method unchanged. Upgrade risk: TRL
+        renaming the method or its arguments (the call then bypasses or breaks here), or changing how it lays out
+        rows (left-padded prompt ++ right-padded completion) — `well_formed` guards the layout.
+        """
+
+        def trl(**chunk):
+            arguments = dict(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                image_grid_thw=image_grid_thw,
+                num_images=num_images,
+                mm_token_type_ids=mm_token_type_ids,
+            )
+            arguments.update(chunk)
+            return super(MedR1GRPOTrainer, self)._get_per_token_logps_and_entropies(
+                model,
+                logits_to_keep=logits_to_keep,
+                batch_size=batch_size if not chunk else None,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **arguments,
+                **others,
+            )
+
+        if self.share_prompt_fallback or compute_aux_loss or any(v is not None for v in others.values()):
+            return trl()
+        base = self._base(model)
+        if shared_prompt.unsupported_reason(base.config):  # e.g. a reference model loaded differently
+            return trl()
+        rows = shared_prompt.Rows(
+            input_ids, attention_mask, logits_to_keep, pixel_values, image_grid_thw, num_images, mm_token_type_ids
+        )
+        if not shared_prompt.well_formed(rows):
+            return trl()
+        backbone = getattr(base, base.base_model_prefix)
+        positions = shared_prompt.row_positions(backbone, rows)
+        step = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), step):
+            chunk = rows.select(start, min(start + step, input_ids.size(0)))
+            chunk_logps, chunk_entropies = self._shared_chunk(model, base, chunk, positions[:, start : start + step])
+            if chunk_logps is None:
+                chunk_logps, chunk_entropies, _ = trl(**chunk.as_kwargs())
+            logps.append(chunk_logps)
+            entropies.append(chunk_entropies)
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
+
+    def _shared_chunk(self, model, base, rows, positions):
+        """(log-probs, entropies) of one chunk through the packed path, or (None, None) when it would not pay."""
+        groups = shared_prompt.find_groups(rows)
+        if len(groups) == rows.input_ids.size(0):
+            return None, None  # no prompt twice in this chunk
+        packed = shared_prompt.pack(rows, groups, positions, self._tokenizer.pad_token_id)
+        if not shared_prompt.worth_packing(rows, groups, packed.input_ids.size(1), base.config.get_text_config()):
+            return None, None
+        attention = base.config.get_text_config()._attn_implementation
+        mask = shared_prompt.tree_mask(packed.segments, attention, base.dtype)
+        with self.accelerator.autocast():
+            outputs = model(
+                input_ids=packed.input_ids,
+                attention_mask=mask,
+                position_ids=packed.position_ids,
+                pixel_values=packed.pixel_values,
+                image_grid_thw=packed.image_grid_thw,
+                mm_token_type_ids=packed.mm_token_type_ids,
+                shift_labels=packed.shift_labels,
+                fused_lm_head=True,
+            )
+        shape = (rows.input_ids.size(0), rows.logits_to_keep)
+
+        def scatter(values):
+            if values is None:
+                return None
+            return values.new_zeros(shape).index_put(packed.target, values[packed.source])
+
+        return scatter(outputs.log_probs), scatter(outputs.entropy)
+
+    def _prepare_inputs(self, generation_batch):
+        """TRL's buffering of a generation batch into micro-batches, with each optimizer step's rows reordered so the
+        rows of a prompt share micro-batches (`shared_prompt.regroup`); TRL's row-level shuffle would scatter them.
+
+        Wraps TRL 1.16's `GRPOTrainer._prepare_inputs`: after TRL refills `_buffered_inputs` (a list of
+        `steps_per_generation` micro-batches), the list is regrouped and the current micro-batch re-read. Only when
+        the accumulated gradient cannot depend on the split: `loss_type` normalised per sequence or per generation
+        batch (not bnpo), no entropy bonus and no per-micro-batch entropy quantile. Upgrade risk: TRL renaming
+        `_buffered_inputs` or changing its indexing; the wrapper then regroups nothing.
+        """
+        buffered = getattr(self, "_buffered_inputs", None)
+        inputs = super()._prepare_inputs(generation_batch)
+        fresh = getattr(self, "_buffered_inputs", None)
+        window = self.args.gradient_accumulation_steps
+        if (
+            self.model.training
+            and fresh is not buffered
+            and isinstance(fresh, list)
+            and len(fresh) > 1
+            and window > 1
+            and self._regroup_allowed()
+        ):
+            self._buffered_inputs = shared_prompt.regroup(fresh, min(window, len(fresh)))
+            inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
+        return inputs
+
+    def _regroup_allowed(self) -> bool:
+        return (
+            self.share_prompt_fallback is None
+            and self.loss_type != "bnpo"
+            and self.top_entropy_quantile >= 1.0
+            and not getattr(self, "_entropy_bonus_enabled", False)
+            and self.args.steps_per_generation % self.args.gradient_accumulation_steps == 0
+        )
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's step up to the advantages, with the image processor run once per distinct image
+        (`shared_prompt.dedupe_images`); TRL processes every image of all B*G rows, twice.
+
+        Wraps TRL 1.16's private `GRPOTrainer._generate_and_score_completions` without changing it. Upgrade risk: none
+        beyond the method's name; the wrapper only swaps `processing_class.image_processor` for the call's duration.
+        """
+        if self.share_prompt_fallback:
+            return super()._generate_and_score_completions(inputs)
+        with shared_prompt.dedupe_images(self.processing_class):
+            return super()._generate_and_score_completions(inputs)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation, where on the transformers-generate path the rollouts of a prompt start from one prefill
+        (`shared_prompt.shared_prefill_generate`). vLLM (its own prefix cache) and continuous batching are untouched.
+
+        Wraps TRL 1.16's private `GRPOTrainer._generate_single_turn`. Upgrade risk: TRL calling something other than
+        `unwrapped_model.generate(input_ids=..., attention_mask=..., <multimodal fields>, generation_config=...)`, in
+        which case the patched `generate` passes the call through unchanged.
+        """
+        if self.share_prompt_fallback or self.use_vllm or self.use_transformers_continuous_batching:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        base = self._base(self.model)
+        with shared_prompt.shared_prefill_generate(base, getattr(base, base.base_model_prefix)):
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
 
     # -- phase timings -------------------------------------------------------------------------------------------
 
