@@ -133,6 +133,8 @@ def well_formed(rows: Rows) -> bool:
     prompt, completion = mask[:, : rows.prompt_width], mask[:, rows.prompt_width :]
     if rows.prompt_width == 0 or not bool(prompt[:, -1].all()):
         return False
+    if rows.mm_token_type_ids is not None and bool(rows.mm_token_type_ids[:, rows.prompt_width - 1].any()):
+        return False  # a prompt ending in an image token: each segment would need its own copy of the image
     left_padded = bool((prompt[:, 1:].int() >= prompt[:, :-1].int()).all())
     right_padded = bool((completion[:, 1:].int() <= completion[:, :-1].int()).all()) if completion.size(1) else True
     return left_padded and right_padded
@@ -372,7 +374,13 @@ def shared_prefill_generate(model, backbone):
     def generate(*args, **kwargs):
         input_ids = kwargs.get("input_ids")
         attention_mask = kwargs.get("attention_mask")
-        if args or input_ids is None or attention_mask is None or kwargs.get(name) is not None:
+        if (
+            args
+            or input_ids is None
+            or attention_mask is None
+            or kwargs.get(name) is not None
+            or kwargs.get("pixel_values_videos") is not None
+        ):
             return original(*args, **kwargs)
         rows = Rows(
             input_ids,
@@ -480,6 +488,8 @@ class _DedupedImageProcessor:
         keys = [_fingerprint(image) for image in flat] if flat is not None else None
         if not keys or any(k is None for k in keys):
             return self._real(images, **kwargs)
+        settings = repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "return_tensors")).encode()
+        keys = [settings + key for key in keys]  # the same image under other settings is another result
         todo = {k: image for k, image in zip(keys, flat, strict=True) if k not in self._done}
         if todo:
             out = self._real(list(todo.values()), **kwargs)
