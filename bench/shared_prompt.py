@@ -72,7 +72,7 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
     trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False)
     assert (trainer.share_prompt_fallback is None) == share, trainer.share_prompt_fallback
     # The update phase: the whole step minus generation and scoring, plus the log-prob passes run inside scoring.
-    clock = dict.fromkeys(("logps", "score", "logps_in_score", "step"), 0.0)
+    clock = dict.fromkeys(("logps", "score", "logps_in_score", "step", "cpu"), 0.0)
     logps, score = trainer._get_per_token_logps_and_entropies, trainer._generate_and_score_completions
 
     def timed_logps(*args, **kwargs):
@@ -96,11 +96,17 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
 
     class Steps(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            clock.update(logps=0.0, score=0.0, logps_in_score=0.0, step=time.perf_counter())
+            clock.update(logps=0.0, score=0.0, logps_in_score=0.0, step=time.perf_counter(), cpu=time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
             step = time.perf_counter() - clock["step"]
-            rows.append({"step_s": step, "update_s": step - clock["score"] + clock["logps_in_score"]})
+            rows.append(
+                {
+                    "step_s": step,
+                    "update_s": step - clock["score"] + clock["logps_in_score"],
+                    "step_cpu_s": time.process_time() - clock["cpu"],
+                }
+            )
 
     trainer.add_callback(Steps())
     trainer.train()
@@ -130,26 +136,24 @@ def run_worker(model: Path, share: bool, generations: int, steps: int, tmp: Path
 
 
 def summarise(results: dict) -> None:
+    """Medians (min-max) per G and the ratios. Wall times on a shared machine swing with its load; the process CPU
+    time of a step (both cores) is the steadier figure, so both are printed."""
     print(
-        f"\n{'G':>2}  {'passes':<9} {'step s (min-max)':<22} {'update s (min-max)':<22} {'peak RSS GB (min-max)':<22}"
+        f"\n{'G':<3}{'passes':<10}" + "".join(f"{h:<24}" for h in ("step s", "update s", "step CPU s", "peak RSS GB"))
     )
     for generations, by_share in results.items():
         medians = {}
         for share in (False, True):
             runs = by_share[share]
-            steps = [s["step_s"] for r in runs for s in r["steps"]]
-            updates = [s["update_s"] for r in runs for s in r["steps"]]
-            peaks = [r["peak_rss_gb"] for r in runs]
-            medians[share] = (statistics.median(steps), statistics.median(updates), statistics.median(peaks))
+            columns = [[s[key] for r in runs for s in r["steps"]] for key in ("step_s", "update_s", "step_cpu_s")]
+            columns.append([r["peak_rss_gb"] for r in runs])
+            medians[share] = [statistics.median(c) for c in columns]
             name = "shared" if share else "unshared"
-            print(
-                f"{generations:>2}  {name:<9} {_span(steps):<22} {_span(updates):<22} {_span(peaks, 2):<22}"
-                f" ({len(steps)} steps)"
-            )
+            print(f"{generations:<3}{name:<10}" + "".join(f"{_span(c):<24}" for c in columns))
         off, on = medians[False], medians[True]
         print(
-            f"    ratio unshared/shared: whole step {off[0] / on[0]:.2f}x, update phase {off[1] / on[1]:.2f}x, "
-            f"peak RSS {on[2] / off[2]:.2f} of unshared"
+            f"ratio unshared/shared at G={generations}: whole step {off[0] / on[0]:.2f}x, update phase "
+            f"{off[1] / on[1]:.2f}x, step CPU time {off[2] / on[2]:.2f}x; peak RSS {on[3] / off[3]:.2f} of unshared\n"
         )
 
 
