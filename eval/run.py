@@ -17,16 +17,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from med_r1.answers import extract_answer, is_correct, parse_choice, yes_no
 from med_r1.config import Recipe
-from med_r1.data.records import Question
 from med_r1.errors import DataError, UserError
-from med_r1.eval.answers import extract_answer, is_correct, parse_choice, yes_no
 from med_r1.eval.metrics import majority, summarize, to_markdown
 from med_r1.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from med_r1.prompts import eval_template
+from med_r1.records import Question
 
 logger = logging.getLogger(__name__)
-
-EVAL_PROMPT = {"medr1_think": "medr1_eval_think", "medr1_nothink": "medr1_eval_nothink"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def target_from_folder(path: Path) -> Target:
 
 
 def prompt_variant(recipe: Recipe) -> str:
-    return recipe.eval.prompt or EVAL_PROMPT.get(recipe.prompt.template, recipe.prompt.template)
+    return recipe.eval.prompt or eval_template(recipe.prompt.template)
 
 
 def eval_dir(recipe: Recipe, target: Target, prompt: str) -> Path:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from PIL import Image
 
 from med_r1.config import Recipe
-from med_r1.data.records import Question
 from med_r1.data.rows import build_prompt
 from med_r1.prompts import format_problem
+from med_r1.records import Question
 
 MARKER = "\u2063MEDR1\u2063"
 

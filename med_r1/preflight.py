@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from med_r1.config import Recipe
-from med_r1.data.records import Problem, Question
 from med_r1.errors import ConfigError, DataError, UserError
+from med_r1.records import Problem, Question
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from med_r1.data.records import Problem, Question
+from med_r1.records import Problem, Question
 
 
 def stats(questions: list[Question]) -> dict:

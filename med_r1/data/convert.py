@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from med_r1.config import SplitConfig
-from med_r1.data.records import Question
 from med_r1.data.selection import take_side
+from med_r1.records import Question
 
 
 def sides(questions: list[Question], split: SplitConfig | None) -> dict[str, list[Question]]:

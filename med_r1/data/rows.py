@@ -9,9 +9,9 @@ from __future__ import annotations
 from PIL import Image
 
 from med_r1.config import DataConfig, PromptConfig
-from med_r1.data.records import Question
 from med_r1.errors import DataError
 from med_r1.prompts import render_prompt
+from med_r1.records import Question
 
 COLUMNS = ("question_id", "solution", "options", "answer_type", "modality", "question_type", "dataset")
 

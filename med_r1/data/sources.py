@@ -13,8 +13,8 @@ from pathlib import Path
 
 from med_r1.config import DataSource, SplitConfig
 from med_r1.data import selection
-from med_r1.data.records import LoadResult
 from med_r1.errors import DataError
+from med_r1.records import LoadResult
 
 BUNDLED = Path(__file__).parent / "bundled" / "omnimedvqa_mini"
 FORMATS = ("omnimedvqa", "medr1", "jsonl", "vqa-rad", "slake", "pathvqa", "pmc-vqa", "medxpertqa")
