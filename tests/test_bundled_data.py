@@ -20,7 +20,7 @@ from med_r1.data.taxonomy import MODALITIES, OMNIMEDVQA_MODALITIES, QUESTION_TYP
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = Path(med_r1.data.__file__).resolve().parent / "bundled" / "omnimedvqa_mini"
-BUILD_SCRIPT = REPO / "tools" / "build_bundled_data.py"
+BUILDER = REPO / "tools" / "bundled_data"  # the package tools/build_bundled_data.py runs
 REQUIREMENTS = REPO / "tools" / "requirements-bundle.txt"
 RECORD_KEYS = [
     "dataset",
@@ -196,7 +196,9 @@ def missing_bundle_requirements() -> list[str]:
 
 
 def load_build_script():
-    spec = importlib.util.spec_from_file_location("build_bundled_data", BUILD_SCRIPT)
+    spec = importlib.util.spec_from_file_location(
+        "bundled_data", BUILDER / "__init__.py", submodule_search_locations=[str(BUILDER)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
