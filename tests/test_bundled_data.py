@@ -178,7 +178,8 @@ def test_no_absolute_paths_in_text_files():
     for path in BUNDLE.rglob("*"):
         if path.suffix in (".json", ".md") or path.name == "NOTICE":
             text = path.read_text(encoding="utf-8")
-            machine_folders = "|".join(["home", "root", "work", "tmp"])  # typical absolute-path roots of a build machine
+            # typical absolute-path roots of a build machine
+            machine_folders = "|".join(["home", "root", "work", "tmp"])
             assert not re.search(rf"(/({machine_folders})/|site-packages|[A-Za-z]:\\)", text), path
 
 

@@ -119,5 +119,7 @@ def load_slake(
                 out.add(Problem("bad_record", f"{source} ({qid})", "missing key: img_name"))
                 continue
             images = existing_images([str(imgs / row["img_name"])], f"{source} ({qid})")
-            out.add(images if isinstance(images, Problem) else open_question(row, "SLAKE", qid, images, source, "unknown"))
+            out.add(
+                images if isinstance(images, Problem) else open_question(row, "SLAKE", qid, images, source, "unknown")
+            )
     return out.result
