@@ -75,7 +75,7 @@ def grpo(folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, n
     import torch
 
     from med_r1.config import parse_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     results = []
@@ -115,7 +115,7 @@ def grpo(folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, n
                 }
             )
             torch.cuda.reset_peak_memory_stats()
-            trainer = build_trainer(recipe, prepare(recipe, cuda=True), cuda=True)
+            trainer = build_trainer(recipe, build_plan(recipe, cuda=True), cuda=True)
             trainer.train()
             rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
             timed = rows[1:] or rows  # the first step warms up CUDA kernels

@@ -68,12 +68,12 @@ def recipe_for(model: Path, out: Path, steps: int):
 
 
 def run_med_r1(model: Path, out: Path, steps: int) -> list[float]:
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     recipe = recipe_for(model, out, steps)
     timer = StepTimer()
-    trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False, callbacks=[timer.callback])
+    trainer = build_trainer(recipe, build_plan(recipe, cuda=False), cuda=False, callbacks=[timer.callback])
     trainer.train()
     return timer.times[WARMUP:]
 
@@ -85,7 +85,7 @@ def run_bare_trl(model: Path, out: Path, steps: int) -> list[float]:
 
     from med_r1.data import sources
     from med_r1.data.rows import build_prompt
-    from med_r1.preflight import build_grpo_config, grpo_kwargs
+    from med_r1.plan import build_grpo_config, grpo_kwargs
     from med_r1.rewards.accuracy import accuracy_reward
     from med_r1.rewards.format import format_reward
 

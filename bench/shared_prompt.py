@@ -41,7 +41,7 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
     from transformers import TrainerCallback
 
     from med_r1.config import parse_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     recipe = parse_recipe(
@@ -69,7 +69,7 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
             },
         }
     )
-    trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False)
+    trainer = build_trainer(recipe, build_plan(recipe, cuda=False), cuda=False)
     assert (trainer.share_prompt_fallback is None) == share, trainer.share_prompt_fallback
     # The update phase: the whole step minus generation and scoring, plus the log-prob passes run inside scoring.
     clock = dict.fromkeys(("logps", "score", "logps_in_score", "step", "cpu"), 0.0)

@@ -1,5 +1,7 @@
 """Generation backends for evaluation: batched transformers `generate` (any machine) and vLLM (CUDA GPU).
 
+torch and vllm are imported inside the backends (heavy; only a running evaluation needs them).
+
 Both render prompts exactly as training does (TRL's `prepare_multimodal_messages` + the processor's chat template) and
 see images through the same processor pixel bounds, so evaluation measures the policy that was trained.
 """
@@ -11,6 +13,8 @@ import logging
 from typing import Protocol
 
 from med_r1.config import EvalConfig
+from med_r1.errors import UserError
+from med_r1.model import cuda_available
 
 logger = logging.getLogger(__name__)
 
@@ -22,17 +26,13 @@ class Backend(Protocol):
 
 
 def vllm_usable() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    return cuda_available() and importlib.util.find_spec("vllm") is not None
 
 
 def pick_backend(name: str) -> str:
     if name == "auto":
         return "vllm" if vllm_usable() else "hf"
     if name == "vllm" and not vllm_usable():
-        from med_r1.errors import UserError
-
         raise UserError(
             "eval.backend=vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); use eval.backend=hf"
         )

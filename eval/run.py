@@ -14,19 +14,23 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from med_r1 import run_folder
+from med_r1.answers import extract_answer, is_correct, parse_choice, yes_no
 from med_r1.config import Recipe
-from med_r1.data.records import Question
+from med_r1.data.rows import ImageLoader, build_prompt
 from med_r1.errors import DataError, UserError
-from med_r1.eval.answers import extract_answer, is_correct, parse_choice, yes_no
+from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
 from med_r1.eval.metrics import majority, summarize, to_markdown
 from med_r1.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from med_r1.model import cuda_available, load_processor, pretrained_kwargs, resolve_model_path
+from med_r1.plan import build_plan
+from med_r1.prompts import TEMPLATES, eval_template
+from med_r1.records import Question
 
 logger = logging.getLogger(__name__)
-
-EVAL_PROMPT = {"medr1_think": "medr1_eval_think", "medr1_nothink": "medr1_eval_nothink"}
 
 
 @dataclass(frozen=True)
@@ -41,24 +45,26 @@ class Target:
 
 
 def resolve_target(recipe: Recipe) -> Target:
-    from med_r1.model import resolve_model_path
-
     choice = recipe.eval.model
     base = resolve_model_path(recipe.model.name_or_path)
     if choice is None:
-        final = Path(recipe.output_dir) / "model"
-        if not final.is_dir():
-            logger.warning("no trained model in %s; evaluating the base model %s", final, recipe.model.name_or_path)
+        out = Path(recipe.output_dir)
+        if run_folder.final_model(out) is None:
+            logger.warning(
+                "no trained model in %s; evaluating the base model %s",
+                out / run_folder.FINAL,
+                recipe.model.name_or_path,
+            )
             return Target(base, None, base, recipe.model.name_or_path, True)
-        choice = str(final)
+        choice = str(run_folder.final_model(out))
     if choice == "base":
         return Target(base, None, base, recipe.model.name_or_path, True)
     return target_from_folder(Path(choice).expanduser())
 
 
 def target_from_folder(path: Path) -> Target:
-    if (path / "model").is_dir() and (path / "recipe.yaml").exists():  # a run folder: its final model
-        path = path / "model"
+    if (path / run_folder.RECIPE).exists() and run_folder.final_model(path):  # a run folder: its final model
+        path = run_folder.final_model(path)
     has_processor = (path / "processor_config.json").exists() or (path / "tokenizer_config.json").exists()
     if (path / "adapter_config.json").exists():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -74,12 +80,10 @@ def target_from_folder(path: Path) -> Target:
 
 
 def prompt_variant(recipe: Recipe) -> str:
-    return recipe.eval.prompt or EVAL_PROMPT.get(recipe.prompt.template, recipe.prompt.template)
+    return recipe.eval.prompt or eval_template(recipe.prompt.template)
 
 
 def eval_dir(recipe: Recipe, target: Target, prompt: str) -> Path:
-    from med_r1.prompts import TEMPLATES
-
     if recipe.eval.name:
         name = recipe.eval.name
     else:  # a custom template is named by its hash: its text may hold '/' and two long ones must not collide
@@ -114,33 +118,18 @@ def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
     }
 
 
-def load_eval_questions(recipe: Recipe) -> list[Question]:
-    from med_r1.data import sources
-
-    if recipe.data.eval is None:
-        raise UserError("data.eval is not set: name the evaluation data, e.g. data.eval.path=... data.eval.split=test")
-    return sources.select(recipe.data.eval, recipe.data.split, "data.eval").questions
-
-
 def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
     """The generation backend with its processor: vLLM on a GPU when available, else batched transformers."""
-    from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
-    from med_r1.model import load_processor, resolve_dtype
-    from med_r1.preflight import cuda_available
-
     cuda = cuda_available()
     name = pick_backend(recipe.eval.backend)
     processor = load_processor(target.processor, recipe.model)
     if name == "vllm" and not target.adapter:
         return VLLMBackend(target.model, processor, recipe.eval, max_images), name
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText  # lazy: transformers takes seconds to import
 
-    kwargs = {"dtype": resolve_dtype(recipe.model.dtype, cuda)}
-    if recipe.model.attn_implementation:
-        kwargs["attn_implementation"] = recipe.model.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(target.model, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(target.model, **pretrained_kwargs(recipe.model, cuda))
     if target.adapter:
-        from peft import PeftModel
+        from peft import PeftModel  # lazy: peft imports torch and transformers
 
         model = PeftModel.from_pretrained(model, target.adapter).merge_and_unload()  # merged: faster generation
         if name == "vllm":  # vLLM reads weights from disk: save the merged model once, beside the results
@@ -190,11 +179,9 @@ def _parse(output: str, question: Question) -> str | None:
 
 
 def evaluate(recipe: Recipe) -> Path:
-    from med_r1.data.rows import ImageLoader, build_prompt
-
     target = resolve_target(recipe)
     prompt = prompt_variant(recipe)
-    questions = load_eval_questions(recipe)
+    questions = build_plan(recipe, "eval").eval
     out = eval_dir(recipe, target, prompt)
     _claim(out, fingerprint(recipe, target, prompt))
     done = _answered(out / "predictions.jsonl")
@@ -202,7 +189,7 @@ def evaluate(recipe: Recipe) -> Path:
     pending.sort(key=lambda q: -(len(q.question) + sum(map(len, q.options)) + 1000 * len(q.images)))  # less padding
     logger.info("evaluating %s on %d questions (%d already done) -> %s", target.label, len(questions), len(done), out)
     if pending:
-        loader = ImageLoader(recipe.data.frames, recipe.data.window, recipe.data.image_size)
+        loader = ImageLoader.from_config(recipe.data)
         max_images = max(len(q.images) for q in pending) * max(recipe.data.frames, 1)
         backend, backend_name = load_backend(target, recipe, out, max_images)
         batch_size = recipe.eval.batch_size if backend_name == "hf" else max(recipe.eval.batch_size, 256)
@@ -262,12 +249,10 @@ def _claim(out: Path, settings: dict) -> None:
 
 
 def _with_template(recipe: Recipe, template: str):
-    from dataclasses import replace
-
     return replace(recipe.prompt, template=template)
 
 
 def _conversation(messages: list[dict], images: list) -> list[dict]:
-    from trl.data_utils import prepare_multimodal_messages
+    from trl.data_utils import prepare_multimodal_messages  # lazy: trl imports torch
 
     return prepare_multimodal_messages(messages, images)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import signal
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from med_r1.io import append_jsonl, read_jsonl
+from med_r1.io import append_jsonl, atomic_write_text, read_jsonl
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsFile(TrainerCallback):
@@ -24,8 +28,6 @@ class MetricsFile(TrainerCallback):
         if not state.is_world_process_zero or not self.path.exists():
             return
         rows = [r for r in read_jsonl(self.path, repair=True) if r.get("step", 0) <= state.global_step]
-        from med_r1.io import atomic_write_text
-
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -46,7 +48,7 @@ class RewardPlot(TrainerCallback):
 
 
 def plot_rewards(metrics_path: Path, out_path: Path) -> bool:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib takes a second to import; only the end of training draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -96,27 +98,20 @@ class GracefulStop(TrainerCallback):
         self._previous: dict = {}
 
     def install(self) -> None:
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
 
     def _handle(self, signum, frame):
-        import logging
-        import signal
-
         if self.signal_number is not None:
             self.restore()
             raise KeyboardInterrupt
         self.signal_number = signum
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)",
             signal.Signals(signum).name,
         )

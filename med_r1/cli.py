@@ -1,17 +1,22 @@
-"""The `med-r1` command. Each subcommand is a small function; heavy imports happen inside them, so `--help` is instant.
+"""The `med-r1` command. Each subcommand is a small function that hands its arguments to the module doing the work.
 
 A user's mistake (bad recipe, missing file, bad data) prints a message naming what to fix and exits with status 2,
-without a traceback.
+without a traceback. Each command imports the modules it runs inside its function (the one place med-r1 imports its
+own modules lazily): between them they pull in yaml, numpy, PIL, torch and transformers, and `med-r1 --help` must not
+wait for those.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
+from med_r1 import __version__
 from med_r1.errors import Interrupted, RunError, UserError
 
 EXIT_USER_ERROR = 2
@@ -33,10 +38,10 @@ def cmd_train(args) -> int:
 
 def cmd_validate(args) -> int:
     from med_r1.config import load_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.report import plan_summary
 
-    plan = prepare(load_recipe(args.recipe, args.overrides))
+    plan = build_plan(load_recipe(args.recipe, args.overrides), "validate")
     print(plan_summary(plan))
     return 0
 
@@ -53,15 +58,13 @@ def cmd_eval(args) -> int:
 
 def cmd_matrix(args) -> int:
     from med_r1.config import load_recipe
-    from med_r1.eval.matrix import run_matrix
+    from med_r1.matrix import run_matrix
 
     print(run_matrix(load_recipe(args.recipe, args.overrides), dry_run=args.dry_run))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from pathlib import Path
-
     from med_r1.eval.compare import compare
 
     print(compare(Path(args.a), Path(args.b), args.eval))
@@ -77,8 +80,6 @@ def _data_source(args, path: str):
 
 
 def cmd_data_stats(args) -> int:
-    import json
-
     from med_r1.data.checks import format_stats, stats
 
     report = stats(_data_source(args, args.path).questions)
@@ -87,8 +88,6 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
-    import json
-
     from med_r1.data.checks import format_summary, summary, validate
 
     loaded = _data_source(args, args.path)
@@ -101,8 +100,6 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
-    from pathlib import Path
-
     from med_r1.config import SplitConfig
     from med_r1.data.convert import convert
     from med_r1.data.omnimedvqa import find_root
@@ -137,6 +134,7 @@ def cmd_rewards_list(args) -> int:
 def cmd_rewards_check(args) -> int:
     import yaml
 
+    from med_r1.records import Question, column_values
     from med_r1.rewards import get_reward
 
     kwargs = {}
@@ -148,24 +146,13 @@ def cmd_rewards_check(args) -> int:
     fn = get_reward(args.spec, **kwargs)
     options = args.options or []
     answer_type = args.answer_type or ("choice" if options or len(args.solution) == 1 else "open")
-    scores = fn(
-        prompts=None,
-        completions=[[{"role": "assistant", "content": args.completion}]],
-        completion_ids=None,
-        solution=[args.solution],
-        options=[options],
-        answer_type=[answer_type],
-        modality=["unknown"],
-        question_type=["unknown"],
-        dataset=["cli"],
-        question_id=["cli-0"],
-    )
-    print(scores[0])
+    question = Question("cli-0", "cli", (), "", tuple(options), args.solution, "unknown", "unknown", answer_type)
+    completion = [[{"role": "assistant", "content": args.completion}]]
+    print(fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))[0])
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from med_r1 import __version__
     from med_r1.data.sources import FORMATS
 
     parser = argparse.ArgumentParser(prog="med-r1", description="GRPO reasoning fine-tuning for medical VLMs.")

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from med_r1.errors import ConfigError
+from med_r1.io import atomic_write_text
+from med_r1.prompts import TEMPLATES
 from med_r1.strict import (
     accepts_str_not_bool,
     build,
@@ -287,7 +289,7 @@ def _leaf_type(parts: list[str]) -> Any:
     tp: Any = Recipe
     for i, part in enumerate(parts):
         if tp is Recipe and part == "grpo" and len(parts) == i + 2:
-            from trl import GRPOConfig
+            from trl import GRPOConfig  # lazy: trl imports torch; only grpo.* overrides need its field types
 
             return typing.get_type_hints(GRPOConfig).get(parts[i + 1])
         origin = typing.get_origin(tp)
@@ -314,14 +316,12 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the resolved recipe (every default filled in), atomically."""
-    from med_r1.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True))
 
 
 def _check_grpo(grpo: dict[str, Any]) -> list[str]:
     """Check `grpo:` keys and simple value types against trl.GRPOConfig's fields; fix numbers YAML read as strings."""
-    from trl import GRPOConfig
+    from trl import GRPOConfig  # lazy: trl imports torch, and `--help` never needs it
 
     hints = typing.get_type_hints(GRPOConfig)
     names = [f.name for f in dataclasses.fields(GRPOConfig) if f.init]
@@ -346,8 +346,6 @@ def _check_grpo(grpo: dict[str, Any]) -> list[str]:
 
 
 def _check_recipe(recipe: Recipe) -> list[str]:
-    from med_r1.prompts import TEMPLATES
-
     errors = []
     for key, template in (("prompt.template", recipe.prompt.template), ("eval.prompt", recipe.eval.prompt)):
         if template is not None and template not in TEMPLATES and "{Question}" not in template:

@@ -1,6 +1,9 @@
 """Load the policy and its processor from a recipe: Auto classes only (never a class picked by path substring),
 dtype and attention from the recipe, LoRA or full fine-tuning, and image pixel bounds on the processor so training
 and evaluation see the same image tokens.
+
+torch, transformers, peft and huggingface_hub are imported inside the functions that use them, so importing this
+module (as `med-r1 validate` does) stays cheap.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 
 from med_r1.config import ModelConfig
 from med_r1.errors import UserError
+from med_r1.tiny import BUILTIN_NAME, builtin_tiny_model
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +22,12 @@ logger = logging.getLogger(__name__)
 # multi_modal_projector; Idefics/SmolVLM/Mllama: vision_model).
 VISION_MODULES = ("visual", "vision_tower", "vision_model", "vision_encoder", "multi_modal_projector")
 VISION_REGEX = rf".*(^|\.)({'|'.join(VISION_MODULES)})\..*"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolve_dtype(name: str, cuda: bool):
@@ -28,17 +38,21 @@ def resolve_dtype(name: str, cuda: bool):
     return getattr(torch, name)
 
 
+def pretrained_kwargs(config: ModelConfig, cuda: bool) -> dict:
+    """`from_pretrained` keyword arguments from the recipe's `model:` (dtype, attention implementation)."""
+    kwargs = {"dtype": resolve_dtype(config.dtype, cuda)}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    return kwargs
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A recipe's model name as something `from_pretrained` takes: 'builtin:tiny-qwen2vl' becomes its cache folder."""
-    from med_r1.tiny import BUILTIN_NAME, builtin_tiny_model
-
     return str(builtin_tiny_model()) if name_or_path == BUILTIN_NAME else name_or_path
 
 
 def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
     """A local folder must hold a model; anything else must at least look like a hub id ('org/name')."""
-    from med_r1.tiny import BUILTIN_NAME
-
     if name_or_path == BUILTIN_NAME:
         return
     path = Path(name_or_path).expanduser()
@@ -50,14 +64,28 @@ def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> No
         raise UserError(f"{where}: {name_or_path} does not exist; give a model folder or a Hugging Face model id")
 
 
+def not_downloaded_offline(name_or_path: str) -> bool:
+    """A Hugging Face model id that is not in the local cache while the Hub is offline (HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if name_or_path == BUILTIN_NAME or Path(name_or_path).expanduser().exists() or not is_offline_mode():
+        return False
+    return not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+
+
 def load_processor(name_or_path: str, config: ModelConfig | None = None):
+    """The model's processor (left padding), with the recipe's pixel bounds when `config` is given."""
     from transformers import AutoProcessor
 
     name_or_path = resolve_model_path(name_or_path)
     try:
         processor = AutoProcessor.from_pretrained(name_or_path, padding_side="left")
-    except OSError as exc:
-        raise UserError(f"model.name_or_path: cannot load a processor from {name_or_path}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"model.name_or_path: cannot load a processor from {name_or_path}: {exc}. Point model.name_or_path at a "
+            "folder holding the model's processor files (preprocessor_config.json, tokenizer files) or at a Hugging "
+            "Face model id that is downloaded (or reachable: HF_HUB_OFFLINE unset)."
+        ) from None
     processor.tokenizer.padding_side = "left"  # batched generation needs left padding
     if config is not None:
         apply_pixel_bounds(processor, config.min_pixels, config.max_pixels)
@@ -82,11 +110,10 @@ def load_model(config: ModelConfig, cuda: bool):
     """The policy model, frozen as the recipe asks (LoRA adapters are added later by TRL from `lora_config`)."""
     from transformers import AutoModelForImageTextToText
 
-    kwargs = {"dtype": resolve_dtype(config.dtype, cuda)}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
     try:
-        model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(config.name_or_path), **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(
+            resolve_model_path(config.name_or_path), **pretrained_kwargs(config, cuda)
+        )
     except (OSError, ValueError) as exc:
         raise UserError(
             f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}"
@@ -98,8 +125,6 @@ def load_model(config: ModelConfig, cuda: bool):
 
 
 def freeze_vision(model) -> int:
-    import re
-
     pattern = re.compile(VISION_REGEX)
     frozen = 0
     for name, param in model.named_parameters():

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from med_r1.records import LETTERS
+
 TEMPLATES: dict[str, str] = {
     # Med-R1 src/r1-v/src/open_r1/grpo_vqa.py (= MedVLM-R1's multiple-choice template).
     "medr1_think": (
@@ -33,7 +35,13 @@ TEMPLATES: dict[str, str] = {
     ),
 }
 
-LETTERS = "ABCDEFGHIJ"
+# Med-R1 trains with one wording and evaluates with another: the evaluation template for each training template.
+EVAL_TEMPLATES: dict[str, str] = {"medr1_think": "medr1_eval_think", "medr1_nothink": "medr1_eval_nothink"}
+
+
+def eval_template(training_template: str) -> str:
+    """The template evaluation asks with, given the training one: Med-R1's evaluation wording, else the same."""
+    return EVAL_TEMPLATES.get(training_template, training_template)
 
 
 def resolve_template(name_or_text: str) -> str:

@@ -11,6 +11,7 @@ Nothing touches the network, and the same seed gives byte-identical files.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 BUILTIN_NAME = "builtin:tiny-qwen2vl"
@@ -198,7 +199,5 @@ def builtin_tiny_model(seed: int = 0) -> Path:
         try:
             tmp.replace(path)
         except OSError:  # another process finished first; its copy is byte-identical
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return path

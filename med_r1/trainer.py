@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import resource
 import time
 from pathlib import Path
@@ -21,11 +20,9 @@ from trl import GRPOTrainer
 
 from med_r1 import shared_prompt
 from med_r1.errors import RunError
+from med_r1.run_folder import mark_complete
 
 logger = logging.getLogger(__name__)
-
-COMPLETE = "med_r1_complete"
-"""Written into a checkpoint folder after every file of it is on disk; resume ignores folders without it."""
 
 
 class MedR1GRPOTrainer(GRPOTrainer):
@@ -355,10 +352,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
         self.accelerator.wait_for_everyone()  # every rank's shards are written
         if self.args.should_save:
             run_dir = self._get_output_dir(trial=trial)
-            marker = Path(run_dir) / f"checkpoint-{self.state.global_step}" / COMPLETE
-            marker.write_text(f"{self.state.global_step}\n")
-            with open(marker) as f:
-                os.fsync(f.fileno())
+            mark_complete(Path(run_dir) / f"checkpoint-{self.state.global_step}", self.state.global_step)
             rotate_checkpoints(
                 output_dir=run_dir,
                 save_total_limit=limit,

@@ -8,6 +8,13 @@ if __name__ != "med_r1.rewards":
     raise ImportError("import med_r1.rewards, not the top-level 'rewards' folder (it installs as med_r1.rewards)")
 
 from med_r1.rewards import accuracy, format, shaping  # noqa: E402,F401  (registers the built-ins)
-from med_r1.rewards.registry import Reward, available, get_reward, register_reward, resolve  # noqa: E402
+from med_r1.rewards.registry import (  # noqa: E402
+    Reward,
+    available,
+    build_reward,
+    get_reward,
+    register_reward,
+    resolve,
+)
 
-__all__ = ["Reward", "available", "get_reward", "register_reward", "resolve"]
+__all__ = ["Reward", "available", "build_reward", "get_reward", "register_reward", "resolve"]

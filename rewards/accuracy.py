@@ -1,4 +1,4 @@
-"""Accuracy rewards: is the answer right? All but `accuracy_medr1` parse with `med_r1.eval.answers`, the parser that
+"""Accuracy rewards: is the answer right? All but `accuracy_medr1` parse with `med_r1.answers`, the parser that
 evaluation reports with, so the training signal and the reported metric cannot drift apart.
 
 Columns used (TRL passes dataset columns as kwargs): `solution` (the correct letter, or the answer text for open
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from med_r1.eval.answers import (
-    _BARE_LETTER,
+from med_r1.answers import (
+    bare_letter,
     closed_correct,
     completion_text,
     extract_answer,
@@ -86,9 +86,7 @@ def accuracy_graded_reward(completions, solution, options=None, answer_type=None
         gold = gold.strip().upper()
         if not extracted.tagged:
             scores.append(0.0)
-        elif extracted.text.upper() == gold or (
-            (m := _BARE_LETTER.match(extracted.text)) and m.group(1).upper() == gold
-        ):
+        elif extracted.text.upper() == gold or bare_letter(extracted.text) == gold:
             scores.append(1.0)
         elif parse_choice(extracted.text, opts) == gold:
             scores.append(0.5)

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from med_r1.prompts import resolve_template
-
-
-@dataclass(frozen=True)
-class CheckedReward:
-    name: str
-    fn: Callable
-    kind: str
+from med_r1.rewards.registry import Reward
 
 
 def gold_completion(answer: str, template: str) -> str:
@@ -33,7 +26,7 @@ def gold_completion(answer: str, template: str) -> str:
 
 
 def check_rewards(
-    rewards: list[CheckedReward],
+    rewards: list[Reward],
     rows: dict[str, list],
     template: str,
     smoke_rows: dict[str, list] | None = None,

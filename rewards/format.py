@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from med_r1.eval.answers import completion_text
+from med_r1.answers import completion_text
 from med_r1.rewards.registry import register_reward
 
 # Med-R1's own patterns, used with re.fullmatch: any text before or after the tags (even a newline) fails.

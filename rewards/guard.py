@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable
+
+from med_r1.rewards.registry import Reward
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +21,12 @@ class RewardError(RuntimeError):
 
 
 class GuardedReward:
-    def __init__(self, fn: Callable, name: str, kind: str = "other", on_error: str = "raise"):
-        self.fn, self.kind, self.on_error = fn, kind, on_error
-        self.__name__ = name  # TRL logs rewards/<__name__>/mean
+    """A `Reward` as TRL calls it during training: errors counted (or raised), accuracy logged per modality."""
+
+    def __init__(self, reward: Reward, on_error: str = "raise"):
+        self.reward, self.on_error = reward, on_error
+        self.fn, self.kind = reward.fn, reward.kind
+        self.__name__ = reward.name  # TRL logs rewards/<__name__>/mean
         self.errors = 0
         self.calls = 0
 

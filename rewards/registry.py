@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from med_r1.errors import ConfigError
+from med_r1.records import COLUMNS, IMAGES
+from med_r1.strict import convert
 
 Kind = Literal["format", "accuracy", "shaping", "other"]
 ENTRY_POINT_GROUP = "med_r1.rewards"
-# Passed by TRL or taken from dataset columns: never settable as recipe kwargs.
-RESERVED = {
+TRL_ARGUMENTS = (
     "prompts",
     "completions",
     "completion_ids",
@@ -37,20 +38,16 @@ RESERVED = {
     "log_extra",
     "log_metric",
     "environments",
-    "solution",
-    "options",
-    "answer_type",
-    "modality",
-    "question_type",
-    "dataset",
-    "question_id",
-    "images",
-    "image",
-}
+)
+"""What TRL passes every reward besides the dataset columns."""
+RESERVED = frozenset(TRL_ARGUMENTS) | set(COLUMNS) | {IMAGES, "image"}
+"""Passed by TRL or taken from dataset columns (`med_r1.records.COLUMNS`, the images): never settable as recipe kwargs."""
 
 
 @dataclass(frozen=True)
 class Reward:
+    """A reward: its name (the TRL log key `rewards/<name>/mean`), the function, and what kind of score it gives."""
+
     name: str
     fn: Callable
     kind: Kind = "other"
@@ -103,24 +100,27 @@ def resolve(spec: str) -> Reward:
     )
 
 
-def get_reward(spec: str, **kwargs: Any) -> Callable:
-    """The callable for a reward spec, with `kwargs` bound (checked against its signature first)."""
+def build_reward(spec: str, kwargs: dict[str, Any], label: str | None = None) -> Reward:
+    """The reward a spec names with `kwargs` bound (checked against its signature first), logged as `label`.
+
+    An unknown name raises resolve's ConfigError; bad kwargs a ConfigError whose problems are keyed `kwargs.<name>`.
+    """
     reward = resolve(spec)
     problems = check_kwargs(reward.fn, kwargs)
     if problems:
         raise ConfigError(f"reward {spec!r}: bad kwargs", problems)
-    return bind(reward.fn, kwargs)
+    # A partial keeps the function's name, which TRL logs the reward under when called bare.
+    fn = functools.partial(reward.fn, **kwargs) if kwargs else reward.fn
+    return Reward(label or reward.name, fn, reward.kind)
 
 
-def bind(fn: Callable, kwargs: dict[str, Any]) -> Callable:
-    """`fn` with recipe kwargs bound; a partial keeps the function's name, which TRL logs the reward under."""
-    return functools.partial(fn, **kwargs) if kwargs else fn
+def get_reward(spec: str, **kwargs: Any) -> Callable:
+    """The callable for a reward spec, with `kwargs` bound (checked against its signature first)."""
+    return build_reward(spec, kwargs).fn
 
 
 def check_kwargs(fn: Callable, kwargs: dict[str, Any]) -> list[str]:
     """Recipe kwargs must be named keyword parameters of the function, of the annotated type."""
-    from med_r1.strict import convert
-
     params = inspect.signature(fn).parameters
     settable = [
         n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in RESERVED

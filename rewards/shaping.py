@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from med_r1.eval.answers import completion_text
+from med_r1.answers import completion_text
 from med_r1.rewards.registry import register_reward
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from med_r1.eval.answers import extract_answer, is_correct, parse_choice, token_f1, yes_no
+from med_r1.answers import extract_answer, is_correct, parse_choice, token_f1, yes_no
 
 OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
 

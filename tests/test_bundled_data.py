@@ -20,7 +20,7 @@ from med_r1.data.taxonomy import MODALITIES, OMNIMEDVQA_MODALITIES, QUESTION_TYP
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = Path(med_r1.data.__file__).resolve().parent / "bundled" / "omnimedvqa_mini"
-BUILD_SCRIPT = REPO / "tools" / "build_bundled_data.py"
+BUILDER = REPO / "tools" / "bundled_data"  # the package tools/build_bundled_data.py runs
 REQUIREMENTS = REPO / "tools" / "requirements-bundle.txt"
 RECORD_KEYS = [
     "dataset",
@@ -178,7 +178,8 @@ def test_no_absolute_paths_in_text_files():
     for path in BUNDLE.rglob("*"):
         if path.suffix in (".json", ".md") or path.name == "NOTICE":
             text = path.read_text(encoding="utf-8")
-            machine_folders = "|".join(["home", "root", "work", "tmp"])  # typical absolute-path roots of a build machine
+            # typical absolute-path roots of a build machine
+            machine_folders = "|".join(["home", "root", "work", "tmp"])
             assert not re.search(rf"(/({machine_folders})/|site-packages|[A-Za-z]:\\)", text), path
 
 
@@ -196,7 +197,9 @@ def missing_bundle_requirements() -> list[str]:
 
 
 def load_build_script():
-    spec = importlib.util.spec_from_file_location("build_bundled_data", BUILD_SCRIPT)
+    spec = importlib.util.spec_from_file_location(
+        "bundled_data", BUILDER / "__init__.py", submodule_search_locations=[str(BUILDER)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import tiny_recipe, write_recipe
 from med_r1.cli import main
-from med_r1.data.records import Question
 from med_r1.eval.run import prediction
+from med_r1.records import Question
 from med_r1.rewards import get_reward
 
 

@@ -115,14 +115,14 @@ def poison(module, inputs, output):
 
 def trainer_with_nans(tiny_model, omni_dir, out, steps, **guards):
     from med_r1.config import parse_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     raw = guarded_recipe(tiny_model, omni_dir, out)
     raw["grpo"]["save_strategy"] = "no"
     raw["guards"] = guards
     recipe = parse_recipe(raw)
-    return build_trainer(recipe, prepare(recipe, cuda=False), cuda=False, callbacks=[NaNAtSteps(steps)])
+    return build_trainer(recipe, build_plan(recipe, cuda=False), cuda=False, callbacks=[NaNAtSteps(steps)])
 
 
 @pytest.mark.slow

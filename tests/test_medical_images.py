@@ -20,17 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
 
-from med_r1.data.medical import (
-    WINDOW_PRESETS,
-    MedicalImageError,
-    is_dicom,
-    is_nifti,
-    load_dicom,
-    load_dicom_series,
-    load_frames,
-    load_nifti,
-    sample_indices,
-)
+from med_r1.data.dicom import is_dicom, load_dicom, load_dicom_series
+from med_r1.data.frames import WINDOW_PRESETS, MedicalImageError, sample_indices
+from med_r1.data.medical import is_nifti, load_frames, load_nifti
 
 
 def dicom_file(name: str) -> Path:

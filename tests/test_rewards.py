@@ -7,8 +7,8 @@ import pytest
 
 from med_r1.cli import main
 from med_r1.errors import ConfigError
-from med_r1.rewards import available, get_reward
-from med_r1.rewards.checks import CheckedReward, check_rewards, gold_completion
+from med_r1.rewards import Reward, available, get_reward
+from med_r1.rewards.checks import check_rewards, gold_completion
 from med_r1.rewards.guard import GuardedReward, RewardError
 
 
@@ -154,11 +154,11 @@ def test_a_raising_reward_is_counted_not_hidden():
         return [1.0] * len(completions)
 
     completions = [[{"role": "assistant", "content": "x"}]] * 4
-    strict = GuardedReward(flaky, "flaky", on_error="raise")
+    strict = GuardedReward(Reward("flaky", flaky), on_error="raise")
     with pytest.raises(RewardError, match=r"reward 'flaky' raised ValueError: cannot score A \(questions q0, q1"):
         strict(completions=completions, **columns_for(["A", "B", "A", "B"]))
 
-    lenient = GuardedReward(flaky, "flaky", on_error="none")
+    lenient = GuardedReward(Reward("flaky", flaky), on_error="none")
     logged = {}
     scores = lenient(completions=completions, log_metric=logged.__setitem__, **columns_for(["A", "B", "A", "B"]))
     assert scores == [None, 1.0, None, 1.0]
@@ -166,7 +166,7 @@ def test_a_raising_reward_is_counted_not_hidden():
 
 
 def test_accuracy_is_logged_per_modality():
-    guarded = GuardedReward(get_reward("accuracy"), "accuracy", kind="accuracy")
+    guarded = GuardedReward(Reward("accuracy", get_reward("accuracy"), "accuracy"))
     logged = {}
     texts = ["<answer>A</answer>", "<answer>A</answer>", "<answer>B</answer>", "<answer>A</answer>"]
     guarded(
@@ -179,7 +179,7 @@ def test_accuracy_is_logged_per_modality():
 
 def test_gold_self_check_catches_a_template_mismatch():
     rows = columns_for(["A", "B"])
-    rewards = [CheckedReward(n, get_reward(n), available()[n].kind) for n in ("format", "accuracy", "length")]
+    rewards = [Reward(n, get_reward(n), available()[n].kind) for n in ("format", "accuracy", "length")]
     errors, _ = check_rewards(rewards, rows, "medr1_think")
     assert errors == []
     errors, _ = check_rewards(rewards, rows, "medr1_nothink")  # think-format reward, no-think prompt
@@ -191,7 +191,7 @@ def test_reward_smoke_check_names_a_broken_plugin():
     def broken(completions, **kwargs):
         return [1.0]  # wrong length
 
-    errors, _ = check_rewards([CheckedReward("broken", broken, "other")], columns_for(["A", "B"]), "medr1_think")
+    errors, _ = check_rewards([Reward("broken", broken, "other")], columns_for(["A", "B"]), "medr1_think")
     assert "one float or None per completion" in errors[0]
 
 

@@ -321,7 +321,7 @@ def test_regroup_keeps_each_optimizer_steps_rows_and_puts_twins_together():
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_training_with_the_switch_on_and_off_ends_with_equal_weights(tiny_model, tmp_path, accumulation):
     from med_r1.config import parse_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     def train(share: bool):
@@ -347,7 +347,7 @@ def test_training_with_the_switch_on_and_off_ends_with_equal_weights(tiny_model,
                 },
             }
         )
-        trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False)
+        trainer = build_trainer(recipe, build_plan(recipe, cuda=False), cuda=False)
         assert (trainer.share_prompt_fallback is None) == share
         seen = vision_patches(trainer.model)
         trainer.train()

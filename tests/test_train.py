@@ -63,14 +63,14 @@ def test_freeze_vision_keeps_the_vision_tower(tiny_model, omni_dir, tmp_path):
 @pytest.mark.slow
 def test_lora_trains_only_adapters_outside_the_vision_tower(tiny_model, omni_dir, tmp_path):
     from med_r1.config import parse_recipe
-    from med_r1.preflight import prepare
+    from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
     raw = tiny_recipe(tiny_model, omni_dir, tmp_path / "run", max_steps=3)
     raw["model"].update(finetune="lora", lora={"r": 4, "alpha": 8})
     raw["rewards"] = [varying_reward(tiny_model)]
     recipe = parse_recipe(raw)
-    trainer = build_trainer(recipe, prepare(recipe, cuda=False), cuda=False)
+    trainer = build_trainer(recipe, build_plan(recipe, cuda=False), cuda=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)

@@ -1,7 +1,9 @@
-"""`med-r1 data stats|validate`: what a dataset holds, and what is wrong with it.
+"""`med-r1 data stats|validate`: what a dataset holds, and what is wrong with it; and the same checks before training.
 
 `validate` finds bad records (answers not among the options, missing keys), missing and unreadable images, duplicate
 question ids and, given a test set, images shared between train and test. Each problem names its file and record.
+Before training, `training_problems` (no image decoding) gates the data, `drop_bad_rows` keeps the good rows when
+`data.skip_bad_rows` asks for it, and `overlap_warnings` says when evaluation questions or images are also trained on.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from med_r1.data.records import Problem, Question
+from med_r1.data.medical import load_frames
+from med_r1.data.selection import image_overlap
+from med_r1.records import Problem, Question
 
 
 def stats(questions: list[Question]) -> dict:
@@ -38,8 +42,6 @@ def validate(
     window: str = "auto",
 ) -> list[Problem]:
     """Every problem found: indexing problems, then per-question ones, then train/test image overlap."""
-    from med_r1.data.medical import load_frames
-
     problems = list(indexing)
     first: dict[str, str] = {}
     checked: dict[str, str | None] = {}  # image path -> reason it is bad (None = fine)
@@ -51,7 +53,7 @@ def validate(
         first.setdefault(q.question_id, where)
         for path in q.images:
             if path not in checked:
-                checked[path] = _image_problem(path, decode, frames, window, load_frames)
+                checked[path] = _image_problem(path, decode, frames, window)
             if checked[path] is not None:
                 kind = "missing_image" if checked[path] == "missing" else "unreadable_image"
                 text = (
@@ -59,14 +61,12 @@ def validate(
                 )
                 problems.append(Problem(kind, where, text, question_id=q.question_id))
     if test is not None:
-        train_images = {path for q in questions for path in q.images}
-        shared = sorted({path for q in test for path in q.images} & train_images)
-        for path in shared:
+        for path in image_overlap(questions, test):
             problems.append(Problem("image_overlap", path, "image used by both the train and the test set"))
     return problems
 
 
-def _image_problem(path: str, decode: bool, frames: int, window: str, load_frames) -> str | None:
+def _image_problem(path: str, decode: bool, frames: int, window: str) -> str | None:
     if not Path(path).exists():
         return "missing"
     if not decode:
@@ -76,6 +76,51 @@ def _image_problem(path: str, decode: bool, frames: int, window: str, load_frame
     except (OSError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def training_problems(questions: list[Question], indexing: list[Problem]) -> list[Problem]:
+    """Problems that stop training: bad records, missing images, duplicate ids (images are not decoded here)."""
+    return [p for p in validate(questions, indexing, decode=False) if p.severity == "error"]
+
+
+def drop_bad_rows(questions: list[Question], problems: list[Problem]) -> list[Question]:
+    """The questions without problems; of duplicated ids the first occurrence stays."""
+    bad = {p.question_id for p in problems if p.question_id and p.kind != "duplicate_id"}
+    kept, seen = [], set()
+    for q in questions:
+        if q.question_id not in bad and q.question_id not in seen:
+            kept.append(q)
+        seen.add(q.question_id)
+    return kept
+
+
+def problem_summary(where: str, problems: list[Problem]) -> str:
+    """One line saying how many problems of each kind `where` has, and what to do about them."""
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(Counter(p.kind for p in problems).items()))
+    return (
+        f"{where} has data errors ({counts}); the first are listed below. Run `med-r1 data validate PATH` for the "
+        "full report, fix the data, or set data.skip_bad_rows=true to train on the good rows."
+    )
+
+
+def overlap_warnings(train: list[Question], evaluated: list[Question]) -> list[str]:
+    """Evaluation questions (or images) that training also sees: fine for a sanity check, fatal for a claim."""
+    if not evaluated:
+        return []
+    warnings = []
+    shared = {q.question_id for q in train} & {q.question_id for q in evaluated}
+    if shared:
+        warnings.append(
+            f"{len(shared)} of {len(evaluated)} evaluation questions are also training questions (e.g. "
+            f"{sorted(shared)[0]}); give data.train and data.eval opposite sides of data.split (train / test)"
+        )
+    images = image_overlap(train, evaluated)
+    if images and not shared:
+        warnings.append(
+            f"{len(images)} images appear in both training and evaluation questions (question-level splits, as "
+            "Med-R1's, do this); data.split.by: image keeps them apart"
+        )
+    return warnings
 
 
 def summary(problems: list[Problem], shown: int = 20) -> dict:

@@ -10,8 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from med_r1.config import SplitConfig
-from med_r1.data.records import Question
+from med_r1.data.jsonl import write_jsonl
+from med_r1.data.medr1_splits import write_medr1
 from med_r1.data.selection import take_side
+from med_r1.records import Question
 
 
 def sides(questions: list[Question], split: SplitConfig | None) -> dict[str, list[Question]]:
@@ -22,9 +24,6 @@ def sides(questions: list[Question], split: SplitConfig | None) -> dict[str, lis
 
 def convert(questions: list[Question], to: str, out: Path, image_root: Path, split: SplitConfig | None) -> list[str]:
     """Write the files; return one line per file written ('path: N questions')."""
-    from med_r1.data.jsonl import write_jsonl
-    from med_r1.data.medr1_splits import write_medr1
-
     written = []
     for side, group in sides(questions, split).items():
         if to == "jsonl":

@@ -37,11 +37,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from med_r1.data.collector import Collector
 from med_r1.data.omnimedvqa import answer_letter
-from med_r1.data.records import LoadResult, Problem, Question
 from med_r1.data.taxonomy import canonical_modality
 from med_r1.io import atomic_write_text
-from med_r1.prompts import LETTERS
+from med_r1.records import LETTERS, LoadResult, Problem, Question
 
 YES_NO = {"yes", "no"}
 
@@ -53,17 +53,16 @@ def is_yes_no(answer: str) -> bool:
 def load_jsonl(path: Path, image_root: str | None = None) -> LoadResult:
     """Load one .jsonl file, or every *.jsonl file directly inside a folder (sorted by name)."""
     path = Path(path)
-    result = LoadResult()
+    out = Collector()
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
-        result.problems.append(Problem("bad_file", str(path), "no *.jsonl files in this folder"))
-    seen: set[str] = set()
+        out.add(Problem("bad_file", str(path), "no *.jsonl files in this folder"))
     for file in files:
         base = os.path.abspath(image_root if image_root is not None else file.parent)
         try:
             lines = file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            result.problems.append(Problem("bad_file", str(file), f"cannot read: {exc}"))
+            out.add(Problem("bad_file", str(file), f"cannot read: {exc}"))
             continue
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -72,18 +71,11 @@ def load_jsonl(path: Path, image_root: str | None = None) -> LoadResult:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                result.problems.append(Problem("bad_record", where, f"malformed JSON: {exc}"))
+                out.add(Problem("bad_record", where, f"malformed JSON: {exc}"))
                 continue
             question, problem = parse_record(record, where, base, default_dataset=file.stem)
-            if question is not None and question.question_id in seen:
-                where = f"{where} ({question.question_id})"
-                question, problem = None, Problem("duplicate_id", where, "question id seen earlier in this load")
-            if question is not None:
-                seen.add(question.question_id)
-                result.questions.append(question)
-            if problem is not None:
-                result.problems.append(problem)
-    return result
+            out.add(question or problem, where)
+    return out.result
 
 
 def parse_record(

@@ -17,11 +17,12 @@ import json
 import re
 from pathlib import Path
 
+from med_r1.data.collector import Collector
 from med_r1.data.omnimedvqa import OPEN, find_root, parse_record
-from med_r1.data.records import LoadResult, Problem, Question, read_record_list
 from med_r1.data.taxonomy import MODALITIES, OMNIMEDVQA_MODALITIES, QUESTION_TYPES, canonical_modality
 from med_r1.io import atomic_write_text
-from med_r1.prompts import LETTERS, format_problem
+from med_r1.prompts import format_problem
+from med_r1.records import LETTERS, LoadResult, Problem, Question
 
 _SOLUTION = re.compile(r"<answer>\s*(\w+)\s*</answer>")
 _SPLIT_SUFFIX = re.compile(r"_(train|test|filtered_test)$")
@@ -69,21 +70,15 @@ def load_medr1(path: Path, image_root: str | None = None) -> LoadResult:
     root = Path(image_root).expanduser() if image_root else (path if path.is_dir() else path.parent)
     omni_root = find_root(root)
     index = _omnimedvqa_index(omni_root) if omni_root else {}
-    result = LoadResult()
+    out = Collector(refuse_duplicates=False)
     for file in files:
         where_file = file.as_posix()
-        records = read_record_list(file, where_file, result)
-        if records is None:
-            continue
         modality_raw, question_type = domain_from_filename(file)
-        for i, record in enumerate(records):
+        for i, record in enumerate(out.read_json_list(file, where_file) or []):
             where = f"{where_file}[{i}]"
             question, problem = _parse(record, where, root, index, modality_raw, question_type, f"{file.stem}_{i:05d}")
-            if question is not None:
-                result.questions.append(question)
-            if problem is not None:
-                result.problems.append(problem)
-    return result
+            out.add(question or problem)
+    return out.result
 
 
 def _parse(record, where, root, index, modality_raw, question_type, fallback_id):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from med_r1.data.records import LoadResult, Problem, Question, read_record_list
+from med_r1.data.collector import Collector
 from med_r1.data.taxonomy import canonical_modality, canonical_question_type
+from med_r1.records import LETTERS, LoadResult, Problem, Question
 
 OPEN, RESTRICTED = "Open-access", "Restricted-access"
 
@@ -27,10 +28,10 @@ def find_root(path: Path) -> Path | None:
 
 def load_omnimedvqa(path: Path, roots: dict[str, str] | None = None) -> LoadResult:
     root = find_root(path)
-    result = LoadResult()
+    out = Collector(refuse_duplicates=False)
     if root is None:
-        result.problems.append(Problem("bad_file", str(path), "no QA_information/ folder: not an OmniMedVQA root"))
-        return result
+        out.add(Problem("bad_file", str(path), "no QA_information/ folder: not an OmniMedVQA root"))
+        return out.result
     roots = roots or {}
     for access in (OPEN, RESTRICTED):
         folder = root / "QA_information" / access
@@ -38,16 +39,10 @@ def load_omnimedvqa(path: Path, roots: dict[str, str] | None = None) -> LoadResu
             continue
         for qa_file in sorted(folder.glob("*.json")):
             rel = qa_file.relative_to(root).as_posix()
-            records = read_record_list(qa_file, rel, result)
-            if records is None:
-                continue
-            for index, record in enumerate(records):
+            for index, record in enumerate(out.read_json_list(qa_file, rel) or []):
                 question, problem = parse_record(record, f"{rel}[{index}]", root, access, roots)
-                if question is not None:
-                    result.questions.append(question)
-                if problem is not None:
-                    result.problems.append(problem)
-    return result
+                out.add(question or problem)
+    return out.result
 
 
 def parse_record(
@@ -64,7 +59,7 @@ def parse_record(
     options = option_texts(record)
     letter = answer_letter(str(record["gt_answer"]), options)
     if letter is None:
-        shown = ", ".join(f"{chr(65 + i)}={t!r}" for i, t in enumerate(options))
+        shown = ", ".join(f"{LETTERS[i]}={t!r}" for i, t in enumerate(options))
         return None, Problem(
             "answer_not_in_options",
             where,
@@ -98,7 +93,7 @@ def parse_record(
 def option_texts(record: dict) -> list[str]:
     """option_A, option_B, ... in letter order, stopping at the first absent letter."""
     options = []
-    for letter in "ABCDEFGHIJ":
+    for letter in LETTERS:
         value = record.get(f"option_{letter}")
         if value is None or (isinstance(value, str) and not value.strip()):
             break
@@ -115,11 +110,11 @@ def answer_letter(gt_answer: str, options: list[str]) -> str | None:
     """The letter of the option whose text is `gt_answer` (exact first, then normalised); None if none matches."""
     for i, text in enumerate(options):
         if text == gt_answer:
-            return chr(65 + i)
+            return LETTERS[i]
     wanted = normalise_answer(gt_answer)
     for i, text in enumerate(options):
         if normalise_answer(text) == wanted:
-            return chr(65 + i)
+            return LETTERS[i]
     return None
 
 

@@ -1,7 +1,8 @@
-"""Questions -> the rows TRL's GRPOTrainer reads: a conversational `prompt`, `images`, and the columns rewards use.
+"""Questions -> the rows TRL's GRPOTrainer reads: a conversational `prompt`, the images, and the reward columns.
 
 Rows carry image *paths*; a transform decodes them into RGB frames only when a row is read, so a dataset of 89k
-questions costs no image decoding up front. Extra columns reach every reward function as keyword arguments.
+questions costs no image decoding up front. The reward columns (`med_r1.records.COLUMNS`) reach every reward function
+as keyword arguments.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from PIL import Image
 
 from med_r1.config import DataConfig, PromptConfig
-from med_r1.data.records import Question
+from med_r1.data.medical import load_frames
 from med_r1.errors import DataError
 from med_r1.prompts import render_prompt
+from med_r1.records import IMAGES, Question, column_values
 
-COLUMNS = ("question_id", "solution", "options", "answer_type", "modality", "question_type", "dataset")
+IMAGE_PATHS = "image_paths"
+"""The column of image files a row holds until it is read; `ImageLoader` turns it into `IMAGES`."""
 
 
 def build_prompt(question: Question, prompt: PromptConfig) -> list[dict]:
@@ -24,44 +27,41 @@ def build_prompt(question: Question, prompt: PromptConfig) -> list[dict]:
 
 
 def to_records(questions: list[Question], prompt: PromptConfig) -> dict[str, list]:
+    """Dataset columns: `prompt`, the image paths and the reward columns, one list each."""
     return {
-        "question_id": [q.question_id for q in questions],
         "prompt": [build_prompt(q, prompt) for q in questions],
-        "image_paths": [list(q.images) for q in questions],
-        "solution": [q.answer for q in questions],
-        "options": [list(q.options) for q in questions],
-        "answer_type": [q.answer_type for q in questions],
-        "modality": [q.modality for q in questions],
-        "question_type": [q.question_type for q in questions],
-        "dataset": [q.dataset for q in questions],
+        IMAGE_PATHS: [list(q.images) for q in questions],
+        **column_values(questions),
     }
 
 
-def to_dataset(questions: list[Question], prompt: PromptConfig, data: DataConfig):
+def to_dataset(records: dict[str, list], images: ImageLoader):
     """A `datasets.Dataset` whose rows decode their images on access (column `images`: a list of PIL images)."""
-    import datasets
+    import datasets  # lazy: datasets pulls in pyarrow and pandas; only training builds a dataset
 
-    dataset = datasets.Dataset.from_dict(to_records(questions, prompt))
-    return dataset.with_transform(ImageLoader(data.frames, data.window, data.image_size))
+    return datasets.Dataset.from_dict(records).with_transform(images)
 
 
 class ImageLoader:
-    """Decodes the `image_paths` of a batch of rows into `images` (picklable, for dataloader workers)."""
+    """Decodes the image paths of a batch of rows into `images` (picklable, for dataloader workers)."""
 
     def __init__(self, frames: int = 8, window: str = "auto", image_size: int | None = None):
         self.frames, self.window, self.image_size = frames, window, image_size
 
+    @classmethod
+    def from_config(cls, data: DataConfig) -> ImageLoader:
+        """The loader for a recipe's `data:` settings (frames per volume, DICOM window, square resize)."""
+        return cls(data.frames, data.window, data.image_size)
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        out = {key: value for key, value in batch.items() if key != "image_paths"}
-        if "image_paths" in batch:
-            out["images"] = [
-                self.load(paths, qid) for paths, qid in zip(batch["image_paths"], batch["question_id"], strict=True)
+        out = {key: value for key, value in batch.items() if key != IMAGE_PATHS}
+        if IMAGE_PATHS in batch:
+            out[IMAGES] = [
+                self.load(paths, qid) for paths, qid in zip(batch[IMAGE_PATHS], batch["question_id"], strict=True)
             ]
         return out
 
     def load(self, paths: list[str], question_id: str) -> list[Image.Image]:
-        from med_r1.data.medical import load_frames
-
         frames = []
         for path in paths:
             try:

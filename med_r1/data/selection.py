@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from med_r1.data.records import Question
 from med_r1.data.taxonomy import canonical_modality, canonical_question_type
 from med_r1.errors import DataError
+from med_r1.records import Question
 
 
 def _unit(seed: int, key: str) -> float:

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from dataclasses import replace
 from pathlib import Path
 
 from med_r1.config import DataSource, SplitConfig
 from med_r1.data import selection
-from med_r1.data.records import LoadResult
+from med_r1.data.jsonl import load_jsonl
+from med_r1.data.medr1_splits import is_medr1_file, load_medr1
+from med_r1.data.omnimedvqa import find_root, load_omnimedvqa
+from med_r1.data.vqa_sets import LOADERS
 from med_r1.errors import DataError
+from med_r1.records import LoadResult
 
 BUNDLED = Path(__file__).parent / "bundled" / "omnimedvqa_mini"
-FORMATS = ("omnimedvqa", "medr1", "jsonl", "vqa-rad", "slake", "pathvqa", "pmc-vqa", "medxpertqa")
+FORMATS = tuple(f for f in typing.get_args(typing.get_type_hints(DataSource)["format"]) if f != "auto")
+"""The formats `data.*.format` names (the recipe schema's own list, less 'auto')."""
 
 
 def resolve_path(path: str) -> Path:
@@ -26,9 +32,6 @@ def resolve_path(path: str) -> Path:
 
 def detect_format(path: Path) -> str | None:
     """Guess the format of a local dataset; None when unsure (then the recipe must name `format`)."""
-    from med_r1.data.medr1_splits import is_medr1_file
-    from med_r1.data.omnimedvqa import find_root
-
     if path.is_dir():
         if find_root(path):
             return "omnimedvqa"
@@ -53,19 +56,11 @@ def _load_cached(fmt: str, path: str, image_root: str | None, roots: tuple[tuple
     p = Path(path)
     base = Path(image_root) if image_root else (p if p.is_dir() else p.parent)
     if fmt == "omnimedvqa":
-        from med_r1.data.omnimedvqa import find_root, load_omnimedvqa
-
         return _with_image_ids(load_omnimedvqa(p, dict(roots)), find_root(p) or p)
     if fmt == "medr1":
-        from med_r1.data.medr1_splits import load_medr1
-
         return _with_image_ids(load_medr1(p, image_root), base)
     if fmt == "jsonl":
-        from med_r1.data.jsonl import load_jsonl
-
         return _with_image_ids(load_jsonl(p, image_root), base)
-    from med_r1.data.vqa_sets import LOADERS
-
     return _with_image_ids(LOADERS[fmt](p, image_root), base)
 
 

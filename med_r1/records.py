@@ -1,14 +1,17 @@
-"""The one in-memory form every dataset loader produces: a `Question`, plus the `Problem`s found while loading."""
+"""The one in-memory form every dataset loader produces (`Question`, plus the `Problem`s found while loading), the
+option letters, and the dataset columns each training row hands to the rewards.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 AnswerType = Literal["choice", "closed", "open"]
 """choice: multiple choice, `answer` is a letter; closed: yes/no; open: free text."""
+
+LETTERS = "ABCDEFGHIJ"
+"""Option letters, in order: a question has at most ten options (A-J)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,32 @@ class Question:
         return self.image_ids or self.images
 
 
+# The dataset-column contract: the columns of every training row that reach each reward as keyword arguments
+# (TRL passes a row's columns through), and the Question field each comes from. Rows also carry `prompt` and the
+# images; the reward registry refuses these names as recipe kwargs.
+COLUMNS: dict[str, str] = {
+    "question_id": "question_id",
+    "solution": "answer",
+    "options": "options",
+    "answer_type": "answer_type",
+    "modality": "modality",
+    "question_type": "question_type",
+    "dataset": "dataset",
+}
+IMAGES = "images"
+"""The column of decoded frames (a list of PIL images per row), filled in when a row is read."""
+
+
+def column_values(questions: list[Question]) -> dict[str, list[Any]]:
+    """The reward columns of `questions`, one list per column (options as lists, as a dataset stores them)."""
+
+    def value(question: Question, name: str) -> Any:
+        found = getattr(question, name)
+        return list(found) if isinstance(found, tuple) else found
+
+    return {column: [value(q, name) for q in questions] for column, name in COLUMNS.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     kind: str
@@ -62,20 +91,3 @@ class LoadResult:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
-
-    def extend(self, other: LoadResult) -> None:
-        self.questions += other.questions
-        self.problems += other.problems
-
-
-def read_record_list(path: Path, where: str, result: LoadResult) -> list | None:
-    """A JSON file holding a list of records; on failure a `bad_file` problem is added and None returned."""
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        result.problems.append(Problem("bad_file", where, f"cannot read JSON: {exc}"))
-        return None
-    if not isinstance(records, list):
-        result.problems.append(Problem("bad_file", where, "expected a JSON list of records"))
-        return None
-    return records

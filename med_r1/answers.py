@@ -13,7 +13,8 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 
-LETTERS = "ABCDEFGHIJ"
+from med_r1.records import LETTERS
+
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _OPEN_TAG = re.compile(r"<answer>(.*)$", re.DOTALL | re.IGNORECASE)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -68,6 +69,12 @@ def extract_answer(text: str) -> Extracted:
     return Extracted(after_think.strip(), False)
 
 
+def bare_letter(text: str) -> str | None:
+    """The letter when the text is nothing but one ('B', '(b)', 'C.', 'D)'), upper-cased; else None."""
+    m = _BARE_LETTER.match(text)
+    return m.group(1).upper() if m else None
+
+
 def normalise_text(text: str) -> str:
     """Lower case, no surrounding quotes/punctuation, single spaces: for comparing answer texts."""
     text = text.strip().strip("\"'`").strip()
@@ -99,8 +106,8 @@ def parse_choice(text: str, options: list[str] | tuple[str, ...] | None = None) 
     span = text.strip()
     if not span:
         return None
-    if m := _BARE_LETTER.match(span):
-        return _valid(m.group(1).upper(), valid)
+    if letter := bare_letter(span):
+        return _valid(letter, valid)
     normalised = [normalise_text(o) for o in options or []]
     wanted = normalise_text(span)
     exact = [i for i, o in enumerate(normalised) if o and o == wanted]

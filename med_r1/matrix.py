@@ -12,14 +12,19 @@ import csv
 import io
 import json
 import logging
-import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
+import med_r1.eval.run
+import med_r1.train
+from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data.taxonomy import slug
+from med_r1.errors import UserError
 from med_r1.io import atomic_write_json, atomic_write_text, read_jsonl
+from med_r1.plan import build_plan
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +48,8 @@ def split_protocol(recipe: Recipe) -> str:
     return f"med-r1 split {scheme}, test_ratio {by.test_ratio}, seed {by.seed}"
 
 
-def domains(recipe: Recipe) -> tuple[list[str], list[str]]:
-    from med_r1.data import sources
-    from med_r1.eval.run import load_eval_questions
-
+def domains(recipe: Recipe, train: list, test: list) -> tuple[list[str], list[str]]:
     axis = recipe.matrix.axis
-    train = sources.select(recipe.data.train, recipe.data.split, "data.train").questions
-    test = load_eval_questions(recipe)
     train_domains = recipe.matrix.train_domains or sorted({getattr(q, axis) for q in train})
     test_domains = recipe.matrix.test_domains or sorted({getattr(q, axis) for q in test})
     return train_domains, test_domains
@@ -76,36 +76,15 @@ def cells(recipe: Recipe, train_domains: list[str]) -> list[Cell]:
 
 
 def train_status(cell: Cell) -> str:
-    from med_r1.train import last_complete_checkpoint
-
     if not cell.trains:
         return "-"
-    changed = recipe_changes(cell)
+    changed = run_folder.recipe_changes(cell.run_dir, cell.recipe)
     if changed:
         return f"stale ({', '.join(changed[:3])} changed)"
-    if (cell.run_dir / "model").is_dir():
+    if run_folder.final_model(cell.run_dir):
         return "done"
-    last = last_complete_checkpoint(cell.run_dir, remove_partial=False) if cell.run_dir.is_dir() else None
+    last = run_folder.last_complete_checkpoint(cell.run_dir, remove_partial=False) if cell.run_dir.is_dir() else None
     return f"resume from {Path(last).name}" if last else "todo"
-
-
-def recipe_changes(cell: Cell) -> list[str]:
-    """Recipe keys whose value differs from what the cell's existing run was trained with (empty: none, or no run)."""
-    import yaml
-
-    from med_r1.config import recipe_to_dict
-
-    saved = cell.run_dir / "recipe.yaml"
-    if not saved.exists():
-        return []
-    before, now = _flat(yaml.safe_load(saved.read_text())), _flat(recipe_to_dict(cell.recipe))
-    return sorted(k for k in set(before) | set(now) if k != "resume" and before.get(k) != now.get(k))
-
-
-def _flat(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
 
 
 def eval_status(cell: Cell, n_questions: int) -> str:
@@ -120,11 +99,9 @@ def eval_status(cell: Cell, n_questions: int) -> str:
 
 
 def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
-    from med_r1.eval.run import evaluate, load_eval_questions
-    from med_r1.train import train
-
-    train_domains, test_domains = domains(recipe)
-    n_eval = len(load_eval_questions(recipe))
+    data = build_plan(recipe, "matrix")
+    train_domains, test_domains = domains(recipe, data.train, data.eval)
+    n_eval = len(data.eval)
     plan = cells(recipe, train_domains)
     lines = [
         f"matrix over {recipe.matrix.axis}: {len(train_domains)} training domains x {len(test_domains)} test "
@@ -142,25 +119,23 @@ def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
         return "\n".join(lines)
     stale = [cell for cell in plan if train_status(cell).startswith("stale")]
     if stale:
-        from med_r1.errors import UserError
-
         raise UserError(
             "the matrix recipe changed since these cells were trained; nothing was reused or overwritten. Use a "
             "new output_dir, or move the cells away to retrain them:",
-            [f"{c.run_dir}: {', '.join(recipe_changes(c))}" for c in stale],
+            [f"{c.run_dir}: {', '.join(run_folder.recipe_changes(c.run_dir, c.recipe))}" for c in stale],
         )
+    # Called through their modules, so a test can stand in for them.
     for cell in plan:
         status = train_status(cell)
         if status == "todo" and cell.run_dir.exists() and any(cell.run_dir.iterdir()):
-            aside = cell.run_dir.with_name(f"{cell.run_dir.name}.incomplete-{int(time.time())}")
+            aside = run_folder.set_aside(cell.run_dir)
             logger.warning("%s died before its first checkpoint; moved to %s", cell.run_dir, aside)
-            shutil.move(str(cell.run_dir), aside)  # moved, not deleted: nothing is lost
         if status.startswith("resume"):
-            train(replace(cell.recipe, resume=True))
+            med_r1.train.train(replace(cell.recipe, resume=True))
         elif status == "todo":
-            train(cell.recipe)
+            med_r1.train.train(cell.recipe)
         if eval_status(cell, n_eval) != "done":
-            evaluate(cell.recipe)
+            med_r1.eval.run.evaluate(cell.recipe)
     return "\n".join(lines) + "\n" + write_tables(recipe, plan, test_domains)
 
 
@@ -238,11 +213,10 @@ def _markdown(rows, cols, table, signed: bool = False) -> str:
 
 
 def _heatmap(rows, cols, table, path: Path, title: str, cmap: str, centred: bool = False) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib takes a second to import; only finished matrices draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     values = np.array([[np.nan if table[r][c] is None else 100 * table[r][c] for c in cols] for r in rows])
     fig, ax = plt.subplots(figsize=(0.9 * len(cols) + 3, 0.5 * len(rows) + 2))

@@ -1,0 +1,255 @@
+"""One plan per command: everything a run needs, built once from the recipe, with every problem in one list.
+
+    plan = build_plan(recipe, "train")     # or "validate", "eval", "matrix"
+
+The plan holds the questions (train, eval), the dataset rows, the guarded rewards, GRPOConfig (its keyword arguments
+and the object) and the processor; each is built exactly once, here, and `train.build_trainer` only assembles them.
+What a command does not need is not built (`NEEDS`): `eval` and `matrix` need questions only; `validate` builds all
+that `train` does, but a Hugging Face model that is not downloaded while the Hub is offline is a warning there (the
+checks that need its processor are skipped). No weights are loaded here: `build_trainer` loads them.
+
+Problems of every kind (recipe, rewards, data, processor, the checks before training) go into one list, raised
+together, so one `med-r1 validate` lists everything that needs fixing. A check whose input could not be built (rewards
+that did not resolve, data with errors) is skipped rather than reported twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from med_r1.config import Recipe
+from med_r1.data import checks, rows, sources
+from med_r1.errors import ConfigError, DataError, UserError
+from med_r1.lengths import length_problems, vllm_pixel_problems
+from med_r1.model import apply_pixel_bounds, check_model_path, cuda_available, load_processor, not_downloaded_offline
+from med_r1.records import IMAGES, Question
+from med_r1.rewards import build_reward
+from med_r1.rewards.checks import check_rewards
+from med_r1.rewards.guard import GuardedReward
+
+logger = logging.getLogger(__name__)
+
+Purpose = Literal["validate", "train", "eval", "matrix"]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a command needs built; the rest of its plan stays empty."""
+
+    train_data: bool = True
+    """data.train's questions."""
+    eval_required: bool = False
+    """data.eval must be set (it is loaded whenever the recipe names it)."""
+    training: bool = True
+    """GRPOConfig, guarded rewards, processor, training rows, gated training data and the checks before training."""
+    offline_ok: bool = False
+    """A Hub model that is not downloaded while offline is a warning, not an error."""
+
+
+NEEDS: dict[str, Needs] = {
+    "validate": Needs(offline_ok=True),
+    "train": Needs(),
+    "eval": Needs(train_data=False, eval_required=True, training=False),
+    "matrix": Needs(eval_required=True, training=False),
+}
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    purpose: str
+    train: list[Question] = field(default_factory=list)
+    eval: list[Question] = field(default_factory=list)
+    skipped: int = 0
+    """Training rows left out by data.skip_bad_rows (records that never became questions included)."""
+    grpo_kwargs: dict[str, Any] = field(default_factory=dict)
+    """GRPOConfig's keyword arguments: the recipe's `grpo:` plus the values med-r1 owns, adjusted to the machine."""
+    grpo_config: Any = None
+    """The trl.GRPOConfig built from `grpo_kwargs`."""
+    rewards: list[GuardedReward] = field(default_factory=list)
+    processor: Any = None
+    """The policy's processor with the recipe's pixel bounds (None where validate could not get it offline)."""
+    images: rows.ImageLoader | None = None
+    train_rows: dict[str, list] | None = None
+    """Dataset columns of the training questions: prompt, image paths and the reward columns."""
+    eval_rows: dict[str, list] | None = None
+    """The same for data.eval, when TRL's periodic evaluation (grpo.eval_strategy) scores it."""
+    longest_prompt: int | None = None
+    """Tokens of the longest training prompt, images included (None when not checked)."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = None) -> Plan:
+    """Build what `purpose` needs from `recipe`; raise one UserError listing every problem found."""
+    needs = NEEDS[purpose]
+    plan = Plan(recipe, purpose)
+    errors: list[UserError] = []
+    processor_ready = False
+    if needs.training:
+        cuda = cuda_available() if cuda is None else cuda
+        plan.grpo_kwargs, plan.warnings = grpo_kwargs(recipe, cuda)
+        plan.grpo_config = _attempt(errors, build_grpo_config, plan.grpo_kwargs)
+        if plan.grpo_kwargs.get("use_vllm") and (not cuda or importlib.util.find_spec("vllm") is None):
+            plan.warnings.append(
+                "grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here"
+            )
+        plan.rewards = _attempt(errors, build_rewards, recipe) or []
+        before = len(errors)
+        _attempt(errors, check_model_path, recipe.model.name_or_path)
+        processor_ready = len(errors) == before
+
+    train_ok = False
+    if needs.train_data:
+        selected = _attempt(errors, sources.select, recipe.data.train, recipe.data.split, "data.train")
+        if selected is not None:
+            plan.train = selected.questions
+            train_ok = _gate(plan, selected, errors) if needs.training else True
+    if recipe.data.eval is not None:
+        evaluated = _attempt(errors, sources.select, recipe.data.eval, recipe.data.split, "data.eval")
+        plan.eval = evaluated.questions if evaluated is not None else []
+    elif needs.eval_required:
+        errors.append(
+            UserError("data.eval is not set: name the evaluation data, e.g. data.eval.path=... data.eval.split=test")
+        )
+
+    if needs.training:
+        plan.warnings += checks.overlap_warnings(plan.train, plan.eval)
+        own = _processor(plan, needs, errors) if processor_ready else None
+        if train_ok:
+            plan.images = rows.ImageLoader.from_config(recipe.data)
+            plan.train_rows = rows.to_records(plan.train, recipe.prompt)
+            if plan.eval and plan.grpo_config is not None and plan.grpo_config.eval_strategy != "no":
+                plan.eval_rows = rows.to_records(plan.eval, recipe.prompt)
+            if plan.rewards:
+                errors += _reward_problems(plan)
+            if plan.processor is not None and plan.grpo_config is not None:
+                errors += _token_problems(plan, own)
+    if errors:
+        raise errors[0] if len(errors) == 1 else UserError(f"{len(errors)} problems:", [str(e) for e in errors])
+    return plan
+
+
+# -- what the plan holds -------------------------------------------------------------------------------------------
+
+
+def grpo_kwargs(recipe: Recipe, cuda: bool) -> tuple[dict[str, Any], list[str]]:
+    """GRPOConfig keyword arguments: the recipe's `grpo:` plus the values med-r1 owns, adjusted to the machine."""
+    kwargs = dict(recipe.grpo)
+    notes = []
+    kwargs["output_dir"] = recipe.output_dir
+    kwargs["reward_weights"] = [spec.weight for spec in recipe.rewards]
+    if not cuda:
+        if kwargs.get("bf16") or kwargs.get("fp16"):
+            notes.append("no CUDA GPU here: grpo.bf16/fp16 turned off, training runs in float32 on the CPU")
+        kwargs["bf16"] = False  # TRL defaults to bf16, which raises on a CPU-only machine
+        kwargs["fp16"] = False
+        kwargs["use_cpu"] = True  # also what makes several CPU processes (torchrun) train together over gloo
+    return kwargs, notes
+
+
+def build_grpo_config(kwargs: dict[str, Any]):
+    from trl import GRPOConfig  # lazy: trl imports torch
+
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"grpo: trl.GRPOConfig rejected the settings: {exc}") from None
+
+
+def build_rewards(recipe: Recipe) -> list[GuardedReward]:
+    """Every reward of the recipe, resolved, kwargs checked and bound, guarded; all problems reported together."""
+    rewards, problems = [], []
+    for i, spec in enumerate(recipe.rewards):
+        try:
+            reward = build_reward(spec.name, spec.kwargs, spec.label)
+        except ConfigError as exc:
+            problems += [f"rewards[{i}].{p}" for p in exc.problems] or [f"rewards[{i}].name: {exc}"]
+            continue
+        rewards.append(GuardedReward(reward, recipe.reward_errors))
+    if problems:
+        raise ConfigError("rewards: problems:", problems)
+    return rewards
+
+
+def _gate(plan: Plan, selected, errors: list[UserError]) -> bool:
+    """Training data with errors stops the run, unless data.skip_bad_rows keeps the good rows. True: data usable."""
+    problems = checks.training_problems(selected.questions, selected.problems)
+    if not problems:
+        return True
+    if not plan.recipe.data.skip_bad_rows:
+        errors.append(DataError(checks.problem_summary("data.train", problems), [str(p) for p in problems[:10]]))
+        return False
+    plan.train = checks.drop_bad_rows(selected.questions, problems)
+    plan.skipped = len(selected.questions) - len(plan.train) + len(selected.errors)  # + records never indexed
+    logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", plan.skipped)
+    return True
+
+
+def _processor(plan: Plan, needs: Needs, errors: list[UserError]):
+    """Load the processor into the plan; return the model's own image processor (before the recipe's pixel bounds),
+    which vLLM would use, when vLLM is asked for."""
+    model = plan.recipe.model
+    if needs.offline_ok and not_downloaded_offline(model.name_or_path):
+        plan.warnings.append(
+            f"model.name_or_path: {model.name_or_path} is not downloaded and the Hugging Face Hub is offline "
+            "(HF_HUB_OFFLINE=1), so its processor was not loaded and prompt lengths and vLLM image tokens were not "
+            f"checked; download it once (huggingface-cli download {model.name_or_path}) to check them"
+        )
+        return None
+    plan.processor = _attempt(errors, load_processor, model.name_or_path)
+    if plan.processor is None:
+        return None
+    own = copy.deepcopy(plan.processor.image_processor) if plan.grpo_kwargs.get("use_vllm") else None
+    apply_pixel_bounds(plan.processor, model.min_pixels, model.max_pixels)
+    return own
+
+
+# -- the checks before training (they read the plan; the checks themselves live with what they check) -------------
+
+
+def _reward_problems(plan: Plan) -> list[UserError]:
+    """Every reward called on real rows (four with their images), and the gold self-check on all of them."""
+    columns = {k: v for k, v in plan.train_rows.items() if k != rows.IMAGE_PATHS}
+    smoke = {k: v[:4] for k, v in columns.items()}
+    errors: list[UserError] = []
+    paths = plan.train_rows[rows.IMAGE_PATHS][:4]
+    smoke[IMAGES] = _attempt(
+        errors, lambda: [plan.images.load(p, q) for p, q in zip(paths, smoke["question_id"], strict=True)]
+    )
+    if errors:
+        return errors
+    processor = plan.processor
+    tokenize = (lambda text: processor.tokenizer.encode(text, add_special_tokens=False)) if processor else None
+    found, notes = check_rewards(
+        [r.reward for r in plan.rewards], columns, plan.recipe.prompt.template, smoke_rows=smoke, tokenize=tokenize
+    )
+    plan.warnings += notes
+    return [UserError("rewards fail their checks on real rows:", found)] if found else []
+
+
+def _token_problems(plan: Plan, own) -> list[UserError]:
+    """vLLM's image tokens (with grpo.use_vllm) and every prompt's length against the model's limit."""
+    recipe, args, errors = plan.recipe, plan.grpo_config, []
+    if args.use_vllm and own is not None:
+        found, notes = vllm_pixel_problems(recipe, own, plan.processor, args)
+        plan.warnings += notes
+        errors += [UserError(problem) for problem in found]
+    if recipe.guards.check_prompt_length:
+        found, plan.longest_prompt = length_problems(recipe, plan.train, plan.processor, args)
+        if found:
+            more = [f"... {len(found) - 20} more"] if len(found) > 20 else []
+            errors.append(UserError("prompts too long for the model:", found[:20] + more))
+    return errors
+
+
+def _attempt(errors: list[UserError], fn, *args):
+    """Run one independent step; keep its UserError so every problem of a recipe is reported in one go."""
+    try:
+        return fn(*args)
+    except UserError as exc:
+        errors.append(exc)
+        return None
