@@ -25,11 +25,19 @@ from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
 from med_r1.errors import ConfigError, DataError, UserError
 from med_r1.lengths import length_problems, vllm_pixel_problems
-from med_r1.model import apply_pixel_bounds, check_model_path, cuda_available, load_processor, not_downloaded_offline
+from med_r1.model import (
+    apply_pixel_bounds,
+    check_model_path,
+    cuda_available,
+    load_processor,
+    not_downloaded_offline,
+    resolve_model_path,
+)
 from med_r1.records import IMAGES, Question
 from med_r1.rewards import build_reward
 from med_r1.rewards.checks import check_rewards
 from med_r1.rewards.guard import GuardedReward
+from med_r1.shared_prompt import unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,8 @@ class Plan:
     """Dataset columns of the training questions: prompt, image paths and the reward columns."""
     eval_rows: dict[str, list] | None = None
     """The same for data.eval, when TRL's periodic evaluation (grpo.eval_strategy) scores it."""
+    share_prompt: str = ""
+    """What `model.share_prompt` will do with this model (validate prints it)."""
     longest_prompt: int | None = None
     """Tokens of the longest training prompt, images included (None when not checked)."""
     warnings: list[str] = field(default_factory=list)
@@ -119,6 +129,8 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
     if needs.training:
         plan.warnings += checks.overlap_warnings(plan.train, plan.eval)
         own = _processor(plan, needs, errors) if processor_ready else None
+        if plan.processor is not None:
+            plan.share_prompt = share_prompt_note(recipe)
         if train_ok:
             plan.images = rows.ImageLoader.from_config(recipe.data)
             plan.train_rows = rows.to_records(plan.train, recipe.prompt)
@@ -187,6 +199,18 @@ def _gate(plan: Plan, selected, errors: list[UserError]) -> bool:
     plan.skipped = len(selected.questions) - len(plan.train) + len(selected.errors)  # + records never indexed
     logger.warning("data.skip_bad_rows: skipping %d bad rows of data.train", plan.skipped)
     return True
+
+
+def share_prompt_note(recipe: Recipe) -> str:
+    """Whether the shared-prompt passes will serve this model, read from its config.json (no weights)."""
+    from transformers import AutoConfig  # lazy: transformers takes seconds to import
+
+    model = recipe.model
+    if not model.share_prompt:
+        return "off (model.share_prompt: false)"
+    config = AutoConfig.from_pretrained(resolve_model_path(model.name_or_path))
+    reason = unsupported_reason(config, model.attn_implementation or "sdpa")  # transformers' default for Qwen-VL
+    return f"off, TRL's unshared passes: {reason}" if reason else "on (each prompt and its images once per group)"
 
 
 def _processor(plan: Plan, needs: Needs, errors: list[UserError]):

@@ -20,6 +20,8 @@ def plan_summary(plan) -> str:
     if plan.longest_prompt is not None:
         lines.append(f"longest prompt: {plan.longest_prompt} tokens with its images")
     lines.append("rewards: " + ", ".join(f"{s.label or s.name} x{s.weight:g}" for s in recipe.rewards))
+    if plan.share_prompt:
+        lines.append(f"share_prompt: {plan.share_prompt}")
     shown = {k: v for k, v in kw.items() if k not in ("output_dir", "reward_weights")}
     lines.append("grpo: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
     lines += [f"warning: {w}" for w in plan.warnings]

@@ -38,8 +38,10 @@ import contextlib
 import hashlib
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 SUPPORTED_ATTENTION = ("eager", "sdpa")
@@ -129,6 +131,7 @@ class Rows:
 def well_formed(rows: Rows) -> bool:
     """Left-padded prompts ending in a real token and completions that are a run of real tokens then padding (what
     TRL builds). Anything else is left to TRL's own path."""
+
     mask = rows.attention_mask.bool()
     prompt, completion = mask[:, : rows.prompt_width], mask[:, rows.prompt_width :]
     if rows.prompt_width == 0 or not bool(prompt[:, -1].all()):
@@ -162,6 +165,8 @@ def find_groups(rows: Rows) -> list[list[int]]:
 
 
 def _same_pixels(rows: Rows, a: range, b: range) -> bool:
+    import torch
+
     if len(a) != len(b):
         return False
     if len(a) == 0:
@@ -191,6 +196,8 @@ def row_positions(backbone, rows: Rows) -> torch.Tensor:
     """The (3, R, L) M-RoPE positions the model gives each row in an ordinary forward: the backbone's own
     `get_rope_index` when the rows carry images (it reads no weights and keeps no state), else plain column
     indices (what the text model falls back to)."""
+    import torch
+
     if rows.image_grid_thw is not None and rows.mm_token_type_ids is not None:
         positions, _ = backbone.get_rope_index(
             input_ids=rows.input_ids,
@@ -204,6 +211,8 @@ def row_positions(backbone, rows: Rows) -> torch.Tensor:
 
 
 def pack(rows: Rows, groups: list[list[int]], positions: torch.Tensor, pad_token_id: int) -> Packed:
+    import torch
+
     width, mask = rows.prompt_width, rows.attention_mask.bool()
     device = rows.input_ids.device
     image_spans, pixel_spans = rows.image_spans()
@@ -269,6 +278,8 @@ def pack(rows: Rows, groups: list[list[int]], positions: torch.Tensor, pad_token
 def tree_mask(segments: torch.Tensor, attention: str, dtype: torch.dtype) -> torch.Tensor:
     """(groups, 1, Lp, Lp) mask: a token sees earlier tokens of the shared prompt and of its own segment. Padding sees
     padding, so no row of the mask is empty. Boolean for sdpa, additive for eager (transformers' own conventions)."""
+    import torch
+
     length = segments.size(1)
     causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
     keys, queries = segments[:, None, :], segments[:, :, None]
@@ -307,6 +318,7 @@ def regroup(micro_batches: list[dict], window: int) -> list[dict]:
     consecutive micro-batches, whose rows TRL drew) this reorders the rows so a prompt's rows sit together, keeping
     TRL's random order of prompts; which rows each optimizer step sees is unchanged. Only valid for losses whose
     accumulated gradient does not depend on how a step's rows are split (the caller checks)."""
+    import torch
     from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
 
     out = []
@@ -337,6 +349,7 @@ def regroup(micro_batches: list[dict], window: int) -> list[dict]:
 def _group_order(batch: dict) -> list[int]:
     """Row order with equal prompts adjacent, groups in order of first appearance. Keys need not be exact: a
     collision would only place two prompts side by side; sharing itself compares rows exactly."""
+
     ids, mask = batch["prompt_ids"], batch["prompt_mask"].bool()
     pixels = batch.get("pixel_values")
     first_seen: dict[tuple, int] = {}
@@ -367,6 +380,8 @@ def shared_prefill_generate(model, backbone):
     ids, attention mask, pixels). The M-RoPE offsets of the prefill (`rope_deltas`) are expanded the same way, so the
     decode positions are the ones an ordinary generate computes. `model` is the unwrapped generating model (its
     instance attribute `generate` is patched and restored); `backbone` its multimodal base model."""
+    import torch
+
     had_own = "generate" in model.__dict__
     original = model.generate
     name = _cache_kwarg(model)
@@ -458,6 +473,8 @@ def _images_per_row(input_ids: torch.Tensor, image_grid_thw: torch.Tensor | None
 
 def _fingerprint(image) -> bytes | None:
     """A content key for a PIL image or an array (None: not something we know how to compare)."""
+    import torch
+
     if hasattr(image, "tobytes") and hasattr(image, "mode") and hasattr(image, "size"):  # PIL
         head = f"pil:{image.mode}:{image.size}".encode()
         return head + hashlib.blake2b(image.tobytes(), digest_size=20).digest()
@@ -484,6 +501,9 @@ class _DedupedImageProcessor:
         return getattr(self._real, name)
 
     def __call__(self, images=None, **kwargs):
+        import torch
+        from transformers import BatchFeature
+
         flat = _flatten(images)
         keys = [_fingerprint(image) for image in flat] if flat is not None else None
         if not keys or any(k is None for k in keys):
@@ -501,8 +521,6 @@ class _DedupedImageProcessor:
                 self._done[k] = (grid, chunk)
         grid = torch.stack([self._done[k][0] for k in keys])
         pixels = torch.cat([self._done[k][1] for k in keys])
-        from transformers import BatchFeature
-
         tensor_type = kwargs.get("return_tensors")
         if tensor_type is None:
             return BatchFeature({"pixel_values": pixels.numpy(), "image_grid_thw": grid.numpy()})

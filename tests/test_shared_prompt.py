@@ -4,6 +4,7 @@ left-padded prompts of different lengths, volumes, several group sizes and group
 one prefill against ordinary `generate`; and a short training run with the switch on and off."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -361,3 +362,17 @@ def test_training_with_the_switch_on_and_off_ends_with_equal_weights(tiny_model,
     assert moved > 1e-4  # the run trained
     worst = max((off[n] - on[n]).abs().max().item() for n in off)
     assert worst <= 1e-4
+
+
+def test_validate_says_whether_prompts_are_shared(capsys):
+    from med_r1.cli import main
+    from med_r1.config import load_recipe, recipe_to_dict
+
+    recipe = str(Path(__file__).parents[1] / "recipes" / "quickstart.yaml")
+    assert recipe_to_dict(load_recipe(recipe))["model"]["share_prompt"] is True  # in the resolved recipe.yaml
+    assert main(["validate", recipe]) == 0
+    assert "share_prompt: on" in capsys.readouterr().out
+    assert main(["validate", recipe, "model.attn_implementation=flash_attention_2"]) == 0
+    assert (
+        "share_prompt: off, TRL's unshared passes: attn_implementation 'flash_attention_2'" in capsys.readouterr().out
+    )
