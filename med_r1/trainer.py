@@ -82,36 +82,26 @@ class MedR1GRPOTrainer(GRPOTrainer):
         rows (left-padded prompt ++ right-padded completion) — `well_formed` guards the layout.
         """
 
-        def trl(**chunk):
-            arguments = dict(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                pixel_values=pixel_values,
-                image_grid_thw=image_grid_thw,
-                num_images=num_images,
-                mm_token_type_ids=mm_token_type_ids,
-            )
-            arguments.update(chunk)
+        rows = shared_prompt.Rows(
+            input_ids, attention_mask, logits_to_keep, pixel_values, image_grid_thw, num_images, mm_token_type_ids
+        )
+
+        def trl(chunk: shared_prompt.Rows, chunk_size=None):
             return super(MedR1GRPOTrainer, self)._get_per_token_logps_and_entropies(
                 model,
                 logits_to_keep=logits_to_keep,
-                batch_size=batch_size if not chunk else None,
+                batch_size=chunk_size,
                 compute_entropy=compute_entropy,
                 compute_aux_loss=compute_aux_loss,
-                **arguments,
+                **chunk.as_kwargs(),
                 **others,
             )
 
         if self.share_prompt_fallback or compute_aux_loss or any(v is not None for v in others.values()):
-            return trl()
+            return trl(rows, batch_size)
         base = self._base(model)
-        if shared_prompt.unsupported_reason(base.config):  # e.g. a reference model loaded differently
-            return trl()
-        rows = shared_prompt.Rows(
-            input_ids, attention_mask, logits_to_keep, pixel_values, image_grid_thw, num_images, mm_token_type_ids
-        )
-        if not shared_prompt.well_formed(rows):
-            return trl()
+        if shared_prompt.unsupported_reason(base.config) or not shared_prompt.well_formed(rows):
+            return trl(rows, batch_size)  # e.g. a reference model loaded differently, or rows TRL did not build
         backbone = getattr(base, base.base_model_prefix)
         positions = shared_prompt.row_positions(backbone, rows)
         step = batch_size or input_ids.size(0)
@@ -120,7 +110,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
             chunk = rows.select(start, min(start + step, input_ids.size(0)))
             chunk_logps, chunk_entropies = self._shared_chunk(model, base, chunk, positions[:, start : start + step])
             if chunk_logps is None:
-                chunk_logps, chunk_entropies, _ = trl(**chunk.as_kwargs())
+                chunk_logps, chunk_entropies, _ = trl(chunk)
             logps.append(chunk_logps)
             entropies.append(chunk_entropies)
         return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
