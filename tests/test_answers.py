@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from med_r1.answers import extract_answer, is_correct, parse_choice, token_f1, yes_no
+from med_r1.answers import choice_letter, extract_answer, is_correct, parse_choice, token_f1, yes_no
 
 OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
 
@@ -20,7 +20,13 @@ OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
         ("<answer>\nB\n</answer>", "B"),  # multi-line: Med-R1's regex misses it
         ("<think>A or B?</think><answer>MRI</answer>", "B"),  # option text instead of the letter
         ("<think>maybe A</think>\n<answer>The answer is B</answer>", "B"),
-        ("<answer>A</answer> then <answer>C</answer>", "C"),  # the last answer tag wins
+        ("<answer>A</answer> then <answer>C</answer>", None),  # tags that disagree name nothing
+        ("<answer>C</answer> so <answer>C) X-ray</answer>", "C"),  # tags that agree count once
+        ("<answer><answer>A</answer></answer>", "A"),  # nested
+        ("<answer><answer>(A)</answer>", "A"),  # nested, the outer one never closed
+        ("<answer>A", "A"),  # cut off after the answer
+        ("<think>I put it in <answer>...</answer> tags</think><answer>D</answer>", "D"),  # quoted in the reasoning
+        ("<think>so <answer>B</answer></think>", "B"),  # answered inside the reasoning only
         ("I think the answer is C.", "C"),  # untagged
         ("<think>...</think> D", "D"),
         ("<answer>E</answer>", None),  # beyond the options
@@ -31,7 +37,7 @@ OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
     ],
 )
 def test_parse_choice(completion, letter):
-    assert parse_choice(extract_answer(completion).text, OPTIONS) == letter
+    assert choice_letter(extract_answer(completion), OPTIONS) == letter
 
 
 def test_yes_no_options_and_closed_answers():
@@ -88,6 +94,22 @@ HEDGES = ["tumor", "cyst", "x-ray", "y"]
         ("<think>the answer is a cyst, so", None),
         ("<answer>The answer is a cyst</answer>", "B"),  # 'a' is an article, the option text decides
         ("<answer>A or B</answer>", None),
+        ("<answer>B or A</answer>", None),  # the order never matters
+        ("<answer>B or C</answer>", None),
+        ("<answer>C or B</answer>", None),
+        ("<answer>B and C</answer>", None),
+        ("<answer>D or A</answer>", None),
+        ("<answer>either A or B</answer>", None),
+        ("<answer>either B or A</answer>", None),
+        ("<answer>A/B</answer>", None),
+        ("<answer>B/A</answer>", None),
+        ("<answer>A, B</answer>", None),
+        ("<answer>B, A</answer>", None),
+        ("<answer>(B) or (C)</answer>", None),
+        ("<answer>B. or C.</answer>", None),
+        ("<answer>The answer is B or C</answer>", None),
+        ("<answer>B or C?</answer>", None),
+        ("<answer>A or A or B</answer>", None),
         ("<answer>The answer is either A or B</answer>", None),
         ("<answer>A. B. C. D.</answer>", None),
         ("<answer>A) tumor B) cyst</answer>", None),
@@ -100,7 +122,54 @@ HEDGES = ["tumor", "cyst", "x-ray", "y"]
     ],
 )
 def test_hedged_or_negated_answers_name_no_letter(completion, letter):
-    assert parse_choice(extract_answer(completion).text, HEDGES) == letter
+    assert choice_letter(extract_answer(completion), HEDGES) == letter
+
+
+def test_an_option_whose_text_joins_letters_is_no_hedge():
+    options = ["Hepatitis A or B", "HIV"]
+    assert parse_choice("Hepatitis A or B", options) == "A"
+    assert parse_choice("The answer is Hepatitis A or B", options) == "A"
+    assert parse_choice("B and I am sure", ["CT", "MRI"]) == "B"  # 'I' names no option of two
+
+
+CONNECTORS = [" or ", " and ", "/", ", ", " / ", " & ", ", or "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 5), st.data())
+def test_a_hedge_between_two_options_is_never_credited(n_options, data):
+    options = ["CT", "MRI", "X-ray", "Ultrasound", "PET"][:n_options]
+    first, second = data.draw(st.lists(st.sampled_from("ABCDE"[:n_options]), min_size=2, max_size=2, unique=True))
+    joined = first + data.draw(st.sampled_from(CONNECTORS)) + second
+    shape = data.draw(st.sampled_from(["{}", "either {}", "The answer is {}", "({})", "{}?", "I think {}."]))
+    wrap = data.draw(st.sampled_from(["<answer>{}</answer>", "<think>x</think><answer>{}</answer>", "{}"]))
+    completion = wrap.format(shape.format(joined))
+    assert choice_letter(extract_answer(completion), options) is None
+    for gold in (first, second):  # whichever is right, the hedge is not
+        assert not is_correct(completion, gold, options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.sampled_from(["{L}", "({L})", "{L}.", "{L}) {T}", " {l} "]), st.integers(0, 3))
+def test_nested_answer_tags_read_the_innermost(depth, shape, index):
+    letter = "ABCD"[index]
+    inner = shape.format(L=letter, l=letter.lower(), T=OPTIONS[index])
+    completion = "<think>x</think>" + "<answer>" * depth + inner + "</answer>" * depth
+    assert is_correct(completion, letter, OPTIONS) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["{L}", "({L})", "{L}.", "{L}) {T}", "{T}"]), min_size=2, max_size=4), st.data())
+def test_several_answer_tags_count_once_when_they_agree_and_never_when_they_disagree(shapes, data):
+    index = data.draw(st.integers(0, 3))
+    tags = ["<answer>" + shape.format(L="ABCD"[index], T=OPTIONS[index]) + "</answer>" for shape in shapes]
+    agreeing = "<think>x</think>" + " ".join(tags)
+    assert is_correct(agreeing, "ABCD"[index], OPTIONS) is True
+    other = data.draw(st.integers(0, 3).filter(lambda i: i != index))
+    at = data.draw(st.integers(0, len(tags)))
+    disagreeing = " ".join(tags[:at] + [f"<answer>{'ABCD'[other]}</answer>"] + tags[at:])
+    for gold in ("ABCD"[index], "ABCD"[other]):
+        assert is_correct(disagreeing, gold, OPTIONS) is None  # unparseable: no credit, whichever is right
 
 
 def test_option_texts_that_look_like_letters():
