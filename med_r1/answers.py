@@ -7,6 +7,9 @@ an option letter, accepting `B`, `(B)`, `B.`, `B) text`, `b`, "the answer is B",
 letter, and yes/no for yes/no options. `choice_letter` reads a completion's letter: several answer tags count once
 when they name the same option and not at all when they disagree. Nothing here raises; None means nothing parseable.
 
+`medr1_eval_answer` is the other scorer: exactly what Med-R1's evaluation scripts count (`accuracy_medr1` in every
+metrics file), so a result can be set beside the paper's table.
+
 Never credited: hedges naming two or more options (`B or C`, `either A or B`, `A/B`, `A, B`, in any order), negations
 (`not A`, `B, not A`), and reasoning cut off before an answer.
 """
@@ -42,6 +45,16 @@ _NEGATION = re.compile(
     r"\b(?:not|isn't|isnt|never|neither|nor|except|unlikely|rather than|instead of|ruled? out)\b", re.IGNORECASE
 )
 _UNSURE = ("no idea", "not sure", "no clue", "unsure", "unknown", "don't know", "do not know", "cannot tell")
+# Med-R1's evaluation scripts read the answer with this regex (src/eval_vqa/test_qwen2vl_vqa.py and siblings): a
+# single word inside the tags, first match, case-sensitive, no DOTALL needed since \s spans newlines.
+_MEDR1_EVAL_TAG = re.compile(r"<answer>\s*(\w+)\s*</answer>")
+MEDR1_RULES = {
+    "tag": "the first <answer>\\s*(\\w+)\\s*</answer> match (Med-R1's think scripts)",
+    "raw": "the raw output (Med-R1's no-think Qwen2-VL and zero-shot scripts)",
+    "tag_if_answer": "the first <answer>\\s*(\\w+)\\s*</answer> match if 'answer' is in the output, else the raw "
+    "output (Med-R1's no-think Qwen2.5-VL script)",
+}
+"""How a Med-R1 evaluation script reads the model's answer (see `med_r1.prompts.medr1_eval_rule` for which)."""
 _YES = {"yes", "y", "true", "correct", "present"}
 _NO = {"no", "n", "false", "incorrect", "absent"}
 
@@ -242,3 +255,33 @@ def token_f1(prediction: str, reference: str) -> float:
 def _tokens(text: str) -> list[str]:
     text = normalise_text(text).translate(str.maketrans("", "", string.punctuation))
     return [w for w in text.split() if w not in {"a", "an", "the"}]
+
+
+def medr1_eval_answer(output: str, rule: str = "tag") -> str | None:
+    """The answer Med-R1's evaluation scripts take from a model's output (None: they find none).
+
+    - "tag" (the think scripts): the first `<answer>\\s*(\\w+)\\s*</answer>` match.
+    - "raw" (the no-think Qwen2-VL and zero-shot scripts): the decoded output itself, compared as is (not stripped).
+    - "tag_if_answer" (the no-think Qwen2.5-VL script): the first match if the output contains "answer", else raw.
+
+    >>> [medr1_eval_answer("<think>x</think><answer> B </answer>"), medr1_eval_answer("<answer>B) MRI</answer>")]
+    ['B', None]
+    >>> [medr1_eval_answer("B", "raw"), medr1_eval_answer("<answer>B</answer>", "raw")]
+    ['B', '<answer>B</answer>']
+    """
+    if rule not in MEDR1_RULES:
+        raise ValueError(f"unknown Med-R1 scoring rule {rule!r}; one of {', '.join(MEDR1_RULES)}")
+    if rule == "raw" or (rule == "tag_if_answer" and "answer" not in output):
+        return output
+    match = _MEDR1_EVAL_TAG.search(output)
+    return match.group(1) if match else None
+
+
+def medr1_eval_correct(output: str, solution: str, rule: str = "tag") -> bool:
+    """Whether Med-R1's evaluation would count the output correct: its answer equals the gold letter exactly.
+
+    The gold may be a letter or Med-R1's `<answer> C </answer>` (read with the same regex, as the scripts do).
+    """
+    gold = _MEDR1_EVAL_TAG.search(solution)
+    answer = medr1_eval_answer(output, rule)
+    return answer is not None and answer == (gold.group(1) if gold else solution)

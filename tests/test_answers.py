@@ -4,7 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from med_r1.answers import choice_letter, extract_answer, is_correct, parse_choice, token_f1, yes_no
+from med_r1.answers import (
+    choice_letter,
+    extract_answer,
+    is_correct,
+    medr1_eval_answer,
+    medr1_eval_correct,
+    parse_choice,
+    token_f1,
+    yes_no,
+)
+from med_r1.prompts import medr1_eval_rule
 
 OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
 
@@ -182,3 +192,42 @@ def test_closed_answers_that_are_not_yes_or_no():
     assert is_correct("<answer>Lung</answer>", "lung", answer_type="closed") is True  # SLAKE 'heart or lung?'
     assert is_correct("<answer>heart</answer>", "Lung", answer_type="closed") is False
     assert is_correct("<answer>No idea</answer>", "no", answer_type="closed") is None
+
+
+MEDR1_EVAL_CASES = [
+    # output, counted correct (gold B) by Med-R1's scripts reading with "tag", "raw", "tag_if_answer"
+    ("<think>x</think><answer>B</answer>", True, False, True),
+    ("<answer> B </answer>", True, False, True),
+    ("<answer>\nB\n</answer>", True, False, True),  # \s spans the newlines
+    ("<answer>B) MRI</answer>", False, False, False),  # one word only
+    ("<answer>(B)</answer>", False, False, False),
+    ("<answer>b</answer>", False, False, False),  # case-sensitive
+    ("<answer>B</answer><answer>A</answer>", True, False, True),  # the first match
+    ("<answer>A</answer><answer>B</answer>", False, False, False),
+    ("<answer><answer>B</answer></answer>", True, False, True),
+    ("<answer>B or C</answer>", False, False, False),
+    ("B", False, True, True),  # no tag: only the raw scripts count it
+    ("B ", False, False, False),  # the raw output is compared as is, not stripped
+    ("The answer is B", False, False, False),
+    ("", False, False, False),
+]
+
+
+@pytest.mark.parametrize("output, tag, raw, tag_if_answer", MEDR1_EVAL_CASES)
+def test_medr1_eval_scorer(output, tag, raw, tag_if_answer):
+    for rule, expected in (("tag", tag), ("raw", raw), ("tag_if_answer", tag_if_answer)):
+        assert medr1_eval_correct(output, "B", rule) is expected, rule
+        assert medr1_eval_correct(output, "<answer> B </answer>", rule) is expected  # Med-R1's gold string too
+
+
+def test_which_medr1_script_scores_which_prompt():
+    assert (
+        medr1_eval_rule("medr1_eval_think", "qwen2_vl") == medr1_eval_rule("medr1_eval_think", "qwen2_5_vl") == "tag"
+    )
+    assert medr1_eval_rule("medr1_eval_nothink", "qwen2_vl") == "raw"  # test_qwen2vl_vqa_nothink.py
+    assert medr1_eval_rule("medr1_eval_nothink", "qwen2_5_vl") == "tag_if_answer"  # test_qwen2_5vl_vqa_nothink.py
+    assert medr1_eval_rule("medr1_zeroshot", "qwen2_5_vl") == "raw"  # the zero-shot script: raw output
+    assert medr1_eval_rule("open_think") == medr1_eval_rule("{Question} Answer.") == "tag"
+    assert medr1_eval_answer("<answer>C</answer>", "raw") == "<answer>C</answer>"
+    with pytest.raises(ValueError, match="unknown Med-R1 scoring rule"):
+        medr1_eval_answer("B", "strip")
