@@ -1,7 +1,8 @@
 """`med-r1 compare A B [--eval NAME]`: per-domain accuracy of two evaluations side by side, with the difference.
 
 A and B are run folders (their eval/<NAME>/ is used; the only one if NAME is not given), eval folders, or
-metrics.json files. When both evaluations answered the same questions, the 95% interval of the difference is paired
+metrics.json files. Both accuracies are compared: med-r1's parser (`accuracy`) and Med-R1's own scorer
+(`accuracy_medr1`). When both evaluations answered the same questions, the 95% interval of a difference is paired
 (it uses which questions each got right); otherwise it treats the two as independent samples.
 """
 
@@ -12,7 +13,7 @@ import math
 from pathlib import Path
 
 from med_r1.errors import UserError
-from med_r1.eval.metrics import GROUPS
+from med_r1.eval.metrics import GROUPS, METRICS
 from med_r1.io import read_jsonl
 
 
@@ -32,10 +33,17 @@ def find_eval(path: Path, name: str | None) -> Path:
     raise UserError(f"{path}: several evaluations ({', '.join(p.name for p in found)}); choose one with --eval NAME")
 
 
-def _paired(a: list[dict], b: list[dict]) -> tuple[float, float] | None:
+# The prediction field behind each metric: which questions it counts right.
+_CORRECT = {"accuracy": "correct", "accuracy_medr1": "correct_medr1"}
+_LABEL = {"accuracy": "", "accuracy_medr1": " (Med-R1)"}
+
+
+def _paired(a: list[dict], b: list[dict], field: str = "correct") -> tuple[float, float] | None:
     """95% interval of mean(correct_b - correct_a) over questions both answered, or None if they differ."""
-    right_a = {r["question_id"]: bool(r["correct"]) for r in a if "error" not in r}
-    right_b = {r["question_id"]: bool(r["correct"]) for r in b if "error" not in r}
+    if any(field not in r for r in a + b):
+        return None  # predictions from before the field existed
+    right_a = {r["question_id"]: bool(r[field]) for r in a if "error" not in r}
+    right_b = {r["question_id"]: bool(r[field]) for r in b if "error" not in r}
     if not right_a or right_a.keys() != right_b.keys():
         return None
     diffs = [right_b[q] - right_a[q] for q in right_a]
@@ -45,8 +53,8 @@ def _paired(a: list[dict], b: list[dict]) -> tuple[float, float] | None:
     return (mean - half, mean + half)
 
 
-def _independent(a: dict, b: dict) -> tuple[float, float]:
-    pa, pb = a["accuracy"], b["accuracy"]
+def _independent(a: dict, b: dict, metric: str = "accuracy") -> tuple[float, float]:
+    pa, pb = a[metric], b[metric]
     se = math.sqrt(pa * (1 - pa) / max(a["count"], 1) + pb * (1 - pb) / max(b["count"], 1))
     return (pb - pa - 1.96 * se, pb - pa + 1.96 * se)
 
@@ -59,32 +67,37 @@ def compare(path_a: Path, path_b: Path, name: str | None = None) -> str:
     lines = [f"A: {dir_a}", f"B: {dir_b}", ""]
     sections = [("overall", {"all": metrics_a["overall"]}, {"all": metrics_b["overall"]}, None)]
     sections += [(g, metrics_a[f"by_{g}"], metrics_b[f"by_{g}"], g) for g in GROUPS]
+    header = "".join(
+        f" A{_LABEL[m]} | B{_LABEL[m]} | B - A{_LABEL[m]} | 95% CI of B - A{_LABEL[m]} |" for m in METRICS
+    )
     for title, table_a, table_b, key in sections:
         lines += [
             f"## {title}",
             "",
-            "| domain | A | B | B - A | 95% CI of B - A | n (A/B) |",
-            "|---|---|---|---|---|---|",
+            f"| domain |{header} n (A/B) |",
+            "|---|" + "---|---|---|---|" * len(METRICS) + "---|",
         ]
         for domain in sorted(set(table_a) | set(table_b)):
             a, b = table_a.get(domain), table_b.get(domain)
-            if a is None or b is None:
-                lines.append(f"| {domain} | {_pct(a)} | {_pct(b)} | - | - | {_n(a)}/{_n(b)} |")
-                continue
             rows_a = [r for r in preds_a if key is None or (r.get(key) or "unknown") == domain]  # as metrics group
             rows_b = [r for r in preds_b if key is None or (r.get(key) or "unknown") == domain]
-            lo, hi = _paired(rows_a, rows_b) or _independent(a, b)
-            delta = b["accuracy"] - a["accuracy"]
-            lines.append(
-                f"| {domain} | {_pct(a)} | {_pct(b)} | {100 * delta:+.1f} | {100 * lo:+.1f} to {100 * hi:+.1f} "
-                f"| {a['count']}/{b['count']} |"
-            )
+            cells = "".join(_difference(a, b, rows_a, rows_b, metric) for metric in METRICS)
+            lines.append(f"| {domain} |{cells} {_n(a)}/{_n(b)} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _pct(cell: dict | None) -> str:
-    return "-" if cell is None else f"{100 * cell['accuracy']:.1f}%"
+def _difference(a: dict | None, b: dict | None, rows_a: list[dict], rows_b: list[dict], metric: str) -> str:
+    """' A | B | B - A | interval |' for one metric of one domain ('-' where a side lacks it)."""
+    if a is None or b is None or metric not in a or metric not in b:
+        return f" {_pct(a, metric)} | {_pct(b, metric)} | - | - |"
+    lo, hi = _paired(rows_a, rows_b, _CORRECT[metric]) or _independent(a, b, metric)
+    delta = b[metric] - a[metric]
+    return f" {_pct(a, metric)} | {_pct(b, metric)} | {100 * delta:+.1f} | {100 * lo:+.1f} to {100 * hi:+.1f} |"
+
+
+def _pct(cell: dict | None, metric: str = "accuracy") -> str:
+    return "-" if cell is None or metric not in cell else f"{100 * cell[metric]:.1f}%"
 
 
 def _n(cell: dict | None) -> str:

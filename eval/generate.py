@@ -3,7 +3,9 @@
 torch and vllm are imported inside the backends (heavy; only a running evaluation needs them).
 
 Both render prompts exactly as training does (TRL's `prepare_multimodal_messages` + the processor's chat template) and
-see images through the same processor pixel bounds, so evaluation measures the policy that was trained.
+see images through the processor the evaluation configured (its pixel bounds are `eval.min_pixels/max_pixels`, by
+default training's; vLLM is given the same bounds). Outputs are decoded as Med-R1's evaluation scripts decode them
+(special tokens skipped, tokenization spaces left as generated), since its scorer compares raw outputs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Protocol
 
 from med_r1.config import EvalConfig
 from med_r1.errors import UserError
-from med_r1.model import cuda_available
+from med_r1.model import cuda_available, pixel_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,15 @@ def message_images(conversation: list[dict]) -> list:
     ]
 
 
+def encode(processor, conversations: list[list[dict]]):
+    """The model inputs of a batch of conversations (left-padded), images taken from the messages."""
+    # Render, then process: the same two steps apply_chat_template(tokenize=True) takes inside TRL, spelled out
+    # so no processor keyword goes through the chat-template call (its signature differs across transformers).
+    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    images = [image for c in conversations for image in message_images(c)]
+    return processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+
+
 class HFBackend:
     """Batched `model.generate` with left padding; greedy unless `do_sample`."""
 
@@ -76,19 +87,13 @@ class HFBackend:
     def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
         import torch
 
-        # Render, then process: the same two steps apply_chat_template(tokenize=True) takes inside TRL, spelled out
-        # so no processor keyword goes through the chat-template call (its signature differs across transformers).
-        texts = [
-            self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
-        ]
-        images = [image for c in conversations for image in message_images(c)]
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+        inputs = encode(self.processor, conversations).to(self.device)
         if self.config.do_sample:
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=self.generator)))
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self.kwargs)
         new = out[:, inputs["input_ids"].shape[1] :]
-        texts = self.processor.batch_decode(new, skip_special_tokens=True)
+        texts = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         n = self.config.num_samples if self.config.do_sample else 1
         return [texts[i * n : (i + 1) * n] for i in range(len(conversations))]
 
@@ -99,8 +104,6 @@ class VLLMBackend:
     def __init__(self, model_path: str, processor, config: EvalConfig, max_images: int, dtype: str = "bfloat16"):
         from vllm import LLM, SamplingParams
 
-        size = dict(processor.image_processor.size)
-        mm_kwargs = {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
         self.processor = processor
         self.llm = LLM(
             model=model_path,
@@ -108,7 +111,7 @@ class VLLMBackend:
             seed=config.seed,
             gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             limit_mm_per_prompt={"image": max(1, max_images), "video": 0},
-            mm_processor_kwargs={k: v for k, v in mm_kwargs.items() if v},
+            mm_processor_kwargs=pixel_bounds(processor),  # the evaluation's bounds, as the HF path uses
         )
         self.params = SamplingParams(
             n=config.num_samples if config.do_sample else 1,

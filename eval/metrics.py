@@ -1,5 +1,8 @@
 """Accuracy tables from predictions: overall and per modality, question type and source dataset.
 
+Two accuracies per cell: `accuracy`, read by med-r1's parser (the one the `accuracy` reward uses: "B) MRI", "(b)",
+the option text and multi-line tags count; hedges and disagreeing tags do not), and `accuracy_medr1`, exactly what
+Med-R1's evaluation scripts count (`med_r1.answers.medr1_eval_answer`), to set beside the paper's numbers.
 Unparseable outputs count as wrong (as in Med-R1) and their share is reported beside the accuracy. Rows whose image
 could not be read are counted apart and left out of the accuracy. Intervals are 95% Wilson score intervals.
 """
@@ -10,6 +13,8 @@ import math
 from collections import Counter, defaultdict
 
 GROUPS = ("modality", "question_type", "dataset")
+METRICS = ("accuracy", "accuracy_medr1")
+"""The two accuracies every cell holds; `matrix.metric` names one of them."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -37,12 +42,16 @@ def _cell(rows: list[dict]) -> dict:
     scored = [r for r in rows if "error" not in r]
     n = len(scored)
     correct = sum(bool(r["correct"]) for r in scored)
+    medr1 = sum(bool(r.get("correct_medr1")) for r in scored)
     cell = {
         "accuracy": correct / n if n else 0.0,
         "count": n,
         "correct": correct,
         "unparseable": sum(r["parsed"] is None for r in scored) / n if n else 0.0,
         "ci95": list(wilson(correct, n)),
+        "accuracy_medr1": medr1 / n if n else 0.0,
+        "correct_medr1": medr1,
+        "ci95_medr1": list(wilson(medr1, n)),
     }
     if len(rows) != n:
         cell["errors"] = len(rows) - n
@@ -73,7 +82,12 @@ def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
         f"# {title}",
         "",
         f"Overall accuracy **{_pct(overall['accuracy'])}** over {overall['count']} questions "
-        f"(95% CI {_pct(overall['ci95'][0])}-{_pct(overall['ci95'][1])}; unparseable {_pct(overall['unparseable'])}).",
+        f"(95% CI {_ci(overall['ci95'])}; unparseable {_pct(overall['unparseable'])}); by Med-R1's scorer "
+        f"**{_pct(overall['accuracy_medr1'])}** (95% CI {_ci(overall['ci95_medr1'])}).",
+        "",
+        "`accuracy`: med-r1's answer parser (the `accuracy` reward's). `accuracy (Med-R1)`: exactly what Med-R1's "
+        f"evaluation script counts ({metrics.get('medr1_scoring', 'its answer regex')}); quote it beside the "
+        "paper's numbers.",
     ]
     if overall.get("errors"):
         lines.append(
@@ -86,18 +100,22 @@ def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
             "",
             "| "
             + g.replace("_", " ")
-            + " | accuracy | 95% CI | n | unparseable |"
+            + " | accuracy | 95% CI | accuracy (Med-R1) | 95% CI (Med-R1) | n | unparseable |"
             + "".join(f" {k} |" for k in extra),
-            "|---|---|---|---|---|" + "---|" * len(extra),
+            "|---|---|---|---|---|---|---|" + "---|" * len(extra),
         ]
         for key, cell in metrics[f"by_{g}"].items():
-            ci = f"{_pct(cell['ci95'][0])}-{_pct(cell['ci95'][1])}"
             tail = "".join(f" {_pct(cell.get(k, 0.0))} |" for k in extra)
             lines.append(
-                f"| {key} | {_pct(cell['accuracy'])} | {ci} | {cell['count']} | {_pct(cell['unparseable'])} |{tail}"
+                f"| {key} | {_pct(cell['accuracy'])} | {_ci(cell['ci95'])} | {_pct(cell['accuracy_medr1'])} | "
+                f"{_ci(cell['ci95_medr1'])} | {cell['count']} | {_pct(cell['unparseable'])} |{tail}"
             )
     return "\n".join(lines) + "\n"
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _ci(bounds: list[float]) -> str:
+    return f"{_pct(bounds[0])}-{_pct(bounds[1])}"

@@ -18,16 +18,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from med_r1 import run_folder
-from med_r1.answers import extract_answer, is_correct, parse_choice, yes_no
-from med_r1.config import Recipe
-from med_r1.data.rows import ImageLoader, build_prompt
+from med_r1.answers import MEDR1_RULES, choice_letter, extract_answer, is_correct, medr1_eval_correct, yes_no
+from med_r1.config import Recipe, eval_images
+from med_r1.data.rows import build_prompt
 from med_r1.errors import DataError, UserError
 from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
+from med_r1.eval.images import EvalImages
 from med_r1.eval.metrics import majority, summarize, to_markdown
 from med_r1.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from med_r1.model import cuda_available, load_processor, pretrained_kwargs, resolve_model_path
+from med_r1.model import apply_pixel_bounds, cuda_available, load_processor, pretrained_kwargs, resolve_model_path
 from med_r1.plan import build_plan
-from med_r1.prompts import TEMPLATES, eval_template
+from med_r1.prompts import TEMPLATES, eval_template, medr1_eval_rule
 from med_r1.records import Question
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,16 @@ def eval_dir(recipe: Recipe, target: Target, prompt: str) -> Path:
     return Path(recipe.output_dir) / "eval" / name
 
 
+def model_type(target: Target) -> str | None:
+    """The evaluated model's family ('qwen2_vl', 'qwen2_5_vl', ...): Med-R1's no-think scripts score by it."""
+    from transformers import AutoConfig  # lazy: transformers takes seconds to import
+
+    try:
+        return AutoConfig.from_pretrained(target.model).model_type
+    except (OSError, ValueError):
+        return None
+
+
 def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
     """Everything that decides the predictions; a folder holding results of other settings is never reused."""
     weights = []
@@ -100,6 +111,7 @@ def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
             stat = file.stat()
             weights.append([str(file), stat.st_size, stat.st_mtime_ns])  # a retrained model is another model
     e, d = recipe.eval, recipe.data
+    side, low, high = eval_images(recipe)
     return {
         "model": target.label,
         "adapter": target.adapter,
@@ -108,21 +120,30 @@ def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
         "system": recipe.prompt.system,
         "data": asdict(d.eval) if d.eval else None,
         "split": asdict(d.split),
-        "image_size": d.image_size,
+        "image_size": side,
+        "image_sizing": "square" if side else "native",  # native: qwen-vl-utils' fetch_image (Qwen-VL processors)
         "frames": d.frames,
         "window": d.window,
-        "pixels": [recipe.model.min_pixels, recipe.model.max_pixels],
+        "pixels": [low, high],
         "generation": {
             k: getattr(e, k) for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "num_samples", "seed")
         },
     }
 
 
+def eval_processor(target: Target, recipe: Recipe):
+    """The processor evaluation encodes with: the model's own, within the evaluation's pixel bounds (vLLM and
+    qwen-vl-utils are given the same bounds)."""
+    processor = load_processor(target.processor)
+    apply_pixel_bounds(processor, *eval_images(recipe)[1:])
+    return processor
+
+
 def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
     """The generation backend with its processor: vLLM on a GPU when available, else batched transformers."""
     cuda = cuda_available()
     name = pick_backend(recipe.eval.backend)
-    processor = load_processor(target.processor, recipe.model)
+    processor = eval_processor(target, recipe)
     if name == "vllm" and not target.adapter:
         return VLLMBackend(target.model, processor, recipe.eval, max_images), name
     from transformers import AutoModelForImageTextToText  # lazy: transformers takes seconds to import
@@ -142,7 +163,9 @@ def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
     return HFBackend(model.to("cuda" if cuda else "cpu").eval(), processor, recipe.eval), name
 
 
-def prediction(question: Question, outputs: list[str], prompt: str) -> dict:
+def prediction(question: Question, outputs: list[str], prompt: str, medr1_rule: str = "tag") -> dict:
+    """One line of predictions.jsonl: the output, what our parser reads (`parsed`, `correct`) and whether Med-R1's
+    evaluation script would count it (`correct_medr1`, read by `medr1_rule`: see `medr1_eval_rule`)."""
     kind = question.answer_type
     parsed_all = [_parse(o, question) for o in outputs]
     correct_all = [bool(is_correct(o, question.answer, question.options, kind)) for o in outputs]
@@ -157,6 +180,7 @@ def prediction(question: Question, outputs: list[str], prompt: str) -> dict:
         "output": outputs[0],
         "parsed": parsed_all[0],
         "correct": correct_all[0],
+        "correct_medr1": medr1_eval_correct(outputs[0], question.answer, medr1_rule),
     }
     if len(outputs) > 1:
         vote = majority(parsed_all)
@@ -170,9 +194,10 @@ def prediction(question: Question, outputs: list[str], prompt: str) -> dict:
 
 
 def _parse(output: str, question: Question) -> str | None:
-    text = extract_answer(output).text
+    extracted = extract_answer(output)
     if question.answer_type == "choice":
-        return parse_choice(text, question.options)
+        return choice_letter(extracted, question.options)
+    text = extracted.text
     if question.answer_type == "closed":
         return yes_no(text)
     return text or None
@@ -187,11 +212,13 @@ def evaluate(recipe: Recipe) -> Path:
     done = _answered(out / "predictions.jsonl")
     pending = [q for q in questions if q.question_id not in done]
     pending.sort(key=lambda q: -(len(q.question) + sum(map(len, q.options)) + 1000 * len(q.images)))  # less padding
+    rule = medr1_eval_rule(prompt, model_type(target))
     logger.info("evaluating %s on %d questions (%d already done) -> %s", target.label, len(questions), len(done), out)
     if pending:
-        loader = ImageLoader.from_config(recipe.data)
         max_images = max(len(q.images) for q in pending) * max(recipe.data.frames, 1)
         backend, backend_name = load_backend(target, recipe, out, max_images)
+        loader = EvalImages(recipe, backend.processor)
+        logger.info("images: %s; Med-R1 scorer reads answers by %r", loader.sizing, rule)
         batch_size = recipe.eval.batch_size if backend_name == "hf" else max(recipe.eval.batch_size, 256)
         start, answered = time.perf_counter(), 0
         for i in range(0, len(pending), batch_size):
@@ -201,22 +228,22 @@ def evaluate(recipe: Recipe) -> Path:
                     images = loader.load(list(q.images), q.question_id)
                 except DataError as exc:
                     logger.warning("%s", exc)
-                    append_jsonl(out / "predictions.jsonl", {**prediction(q, [""], prompt), "error": str(exc)})
+                    append_jsonl(out / "predictions.jsonl", {**prediction(q, [""], prompt, rule), "error": str(exc)})
                     continue
-                conversations.append(_conversation(build_prompt(q, _with_template(recipe, prompt)), images))
+                conversations.append(conversation(q, recipe, prompt, images))
                 ready.append(q)
             for q, outputs in zip(ready, backend.generate(conversations) if ready else [], strict=True):
-                append_jsonl(out / "predictions.jsonl", prediction(q, outputs, prompt))
+                append_jsonl(out / "predictions.jsonl", prediction(q, outputs, prompt, rule))
             answered += len(batch)
             rate = answered / (time.perf_counter() - start)
             logger.info("%d/%d questions (%.2f questions/s)", len(done) + answered, len(questions), rate)
-    return write_metrics(out, questions, f"{target.label} | prompt {prompt}")
+    return write_metrics(out, questions, f"{target.label} | prompt {prompt}", rule)
 
 
-def write_metrics(out: Path, questions: list[Question], title: str) -> Path:
+def write_metrics(out: Path, questions: list[Question], title: str, rule: str = "tag") -> Path:
     wanted = {q.question_id for q in questions}
     rows = [r for r in read_jsonl(out / "predictions.jsonl") if r["question_id"] in wanted]
-    metrics = summarize(rows)
+    metrics = summarize(rows) | {"medr1_scoring": MEDR1_RULES[rule]}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "metrics.md", to_markdown(metrics, title))
     return out
@@ -248,11 +275,9 @@ def _claim(out: Path, settings: dict) -> None:
     atomic_write_json(path, settings)
 
 
-def _with_template(recipe: Recipe, template: str):
-    return replace(recipe.prompt, template=template)
-
-
-def _conversation(messages: list[dict], images: list) -> list[dict]:
+def conversation(question: Question, recipe: Recipe, prompt: str, images: list) -> list[dict]:
+    """The chat a question is asked in: the recipe's system prompt, then the images and the `prompt` template's text
+    in one user turn (as Med-R1's evaluation scripts and TRL's training rows both put them)."""
     from trl.data_utils import prepare_multimodal_messages  # lazy: trl imports torch
 
-    return prepare_multimodal_messages(messages, images)
+    return prepare_multimodal_messages(build_prompt(question, replace(recipe.prompt, template=prompt)), images)

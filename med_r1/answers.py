@@ -1,9 +1,17 @@
 """The one answer parser: training rewards and evaluation metrics both call it, so they cannot drift apart.
 
 `extract_answer` finds what a completion answers: the text inside `<answer>...</answer>` when present (multi-line
-too; the last tag wins), else the text after `</think>`, else the whole completion. `parse_choice` turns that into
+too; a nested `<answer><answer>A</answer></answer>` reads `A`; tags outside `<think>...</think>` take precedence over
+tags the reasoning quotes), else the text after `</think>`, else the whole completion. `parse_choice` turns that into
 an option letter, accepting `B`, `(B)`, `B.`, `B) text`, `b`, "the answer is B", the option's text instead of its
-letter, and yes/no for yes/no options. It never raises; None means nothing parseable was there.
+letter, and yes/no for yes/no options. `choice_letter` reads a completion's letter: several answer tags count once
+when they name the same option and not at all when they disagree. Nothing here raises; None means nothing parseable.
+
+`medr1_eval_answer` is the other scorer: exactly what Med-R1's evaluation scripts count (`accuracy_medr1` in every
+metrics file), so a result can be set beside the paper's table.
+
+Never credited: hedges naming two or more options (`B or C`, `either A or B`, `A/B`, `A, B`, in any order), negations
+(`not A`, `B, not A`), and reasoning cut off before an answer.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from dataclasses import dataclass
 
 from med_r1.records import LETTERS
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+# The innermost tag: its text holds no other <answer>, so a nested <answer><answer>A</answer></answer> reads "A".
+_ANSWER_TAG = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
 _OPEN_TAG = re.compile(r"<answer>(.*)$", re.DOTALL | re.IGNORECASE)
+_STRAY_TAG = re.compile(r"</?answer>", re.IGNORECASE)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _BARE_LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?\s*[.):]?$")
 # "B) text", "B. text", "(B) text", "B: text", "B - text"; and "B because ..." (not "A lesion ...": an article).
@@ -26,10 +36,25 @@ _LEADING_WORD = re.compile(r"^(?:([B-HJ])\s+[a-z]|(A)\s+(?:because|since|as)\b)"
 _PHRASED = re.compile(r"(?i:answer|option|choice)\s*(?i:is|:)?\s*(?i:option\s*)?[:\s]\s*\(?([A-J])\)?(?![A-Za-z])")
 _MARKED = re.compile(r"\(([A-J])\)|(?<![A-Za-z(])([A-J])\)")
 _OTHER_MARKERS = re.compile(r"(?<![A-Za-z])\(?([A-J])[).:](?=\s|$)")
+# Two option letters joined by or / and / "/" / "&" / "," ("B or C", "either D or A", "A/B", "A, B"): a hedge.
+# (A lookahead, so every adjacent pair of a chain "A or A or B" is seen.)
+_LETTER_LIST = re.compile(
+    r"(?<![A-Za-z])(?=\(?([A-J])\)?[.:]?(?:\s*(?:,|/|&|\+|\bor\b|\band\b|\bvs\b\.?))+\s*(?:option\s+)?\(?([A-J])(?![A-Za-z]))"
+)
 _NEGATION = re.compile(
     r"\b(?:not|isn't|isnt|never|neither|nor|except|unlikely|rather than|instead of|ruled? out)\b", re.IGNORECASE
 )
 _UNSURE = ("no idea", "not sure", "no clue", "unsure", "unknown", "don't know", "do not know", "cannot tell")
+# Med-R1's evaluation scripts read the answer with this regex (src/eval_vqa/test_qwen2vl_vqa.py and siblings): a
+# single word inside the tags, first match, case-sensitive, no DOTALL needed since \s spans newlines.
+_MEDR1_EVAL_TAG = re.compile(r"<answer>\s*(\w+)\s*</answer>")
+MEDR1_RULES = {
+    "tag": "the first <answer>\\s*(\\w+)\\s*</answer> match (Med-R1's think scripts)",
+    "raw": "the raw output (Med-R1's no-think Qwen2-VL and zero-shot scripts)",
+    "tag_if_answer": "the first <answer>\\s*(\\w+)\\s*</answer> match if 'answer' is in the output, else the raw "
+    "output (Med-R1's no-think Qwen2.5-VL script)",
+}
+"""How a Med-R1 evaluation script reads the model's answer (see `med_r1.prompts.medr1_eval_rule` for which)."""
 _YES = {"yes", "y", "true", "correct", "present"}
 _NO = {"no", "n", "false", "incorrect", "absent"}
 
@@ -37,9 +62,11 @@ _NO = {"no", "n", "false", "incorrect", "absent"}
 @dataclass(frozen=True)
 class Extracted:
     text: str
-    """The answer text found (stripped)."""
+    """The answer text found (stripped); empty when several answer tags hold different texts."""
     tagged: bool
     """Whether it came from a closed <answer>...</answer> tag."""
+    texts: tuple[str, ...] = ()
+    """Every answer tag's text, in order (one entry when there is one tag or none)."""
 
 
 def completion_text(completion) -> str:
@@ -55,18 +82,30 @@ def completion_text(completion) -> str:
 
 
 def extract_answer(text: str) -> Extracted:
-    tags = _ANSWER_TAG.findall(text)
-    if tags:
-        return Extracted(tags[-1].strip(), True)
     after_think = _THINK.sub(" ", text)
+    # Tags after the reasoning are the answer; tags only inside it (a model that answers within <think>) still count.
+    tags = [t.strip() for t in _ANSWER_TAG.findall(after_think) or _ANSWER_TAG.findall(text)]
+    if tags:
+        agreed = {normalise_text(t) for t in tags}
+        return Extracted(tags[0] if len(agreed) == 1 else "", True, tuple(tags))
     opened = _OPEN_TAG.search(after_think)
     if opened:
-        return Extracted(opened.group(1).strip(), False)
+        return _single(_STRAY_TAG.sub(" ", opened.group(1)).strip(), False)
     if re.search(r"<think>", after_think, re.IGNORECASE):
-        return Extracted("", False)  # reasoning cut off before </think>: there is no answer yet, only musings
+        return _single("", False)  # reasoning cut off before </think>: there is no answer yet, only musings
     if "</think>" in after_think.lower():
         after_think = re.split(r"</think>", after_think, flags=re.IGNORECASE)[-1]
-    return Extracted(after_think.strip(), False)
+    return _single(after_think.strip(), False)
+
+
+def _single(text: str, tagged: bool) -> Extracted:
+    return Extracted(text, tagged, (text,))
+
+
+def choice_letter(extracted: Extracted, options: list[str] | tuple[str, ...] | None = None) -> str | None:
+    """The option letter a completion's answer names: several tags must all name the same option, else None."""
+    letters = {parse_choice(text, options) for text in extracted.texts or (extracted.text,)}
+    return letters.pop() if len(letters) == 1 else None
 
 
 def bare_letter(text: str) -> str | None:
@@ -113,12 +152,17 @@ def parse_choice(text: str, options: list[str] | tuple[str, ...] | None = None) 
     exact = [i for i, o in enumerate(normalised) if o and o == wanted]
     if len(exact) == 1:  # the option's own text, even when it starts like a letter ("E. coli")
         return LETTERS[exact[0]]
-    negated = bool(_NEGATION.search(span))
-    if m := _LEADING_LETTER.match(span):
+    m = _LEADING_LETTER.match(span)
+    if m:
         letter, rest = m.group(1), normalise_text(m.group(2))
         index = LETTERS.index(letter)
         if index < len(normalised) and rest and (rest == normalised[index] or normalised[index].startswith(rest)):
             return _valid(letter, valid)  # "B) MRI" with option B = MRI
+    if _names_several_letters(span, options or [], valid):
+        return None  # "B or C", "either A or B", "A/B": a hedge is never credited, whatever the order
+    negated = bool(_NEGATION.search(span))
+    if m:
+        letter = m.group(1)
         others = {x for x in _OTHER_MARKERS.findall(m.group(2)) if x != letter}
         return None if others or negated else _valid(letter, valid)
     if negated:
@@ -138,6 +182,15 @@ def parse_choice(text: str, options: list[str] | tuple[str, ...] | None = None) 
 
 def _valid(letter: str, valid: str) -> str | None:
     return letter if letter in valid else None
+
+
+def _names_several_letters(span: str, options, valid: str) -> bool:
+    """Whether the span joins two different option letters ("B or C", "A/B"), option texts quoted in it aside
+    (an option may itself read "Hepatitis A or B")."""
+    for option in sorted(options, key=len, reverse=True):
+        if len(option.strip()) >= 3:
+            span = re.sub(re.escape(option.strip()), " ", span, flags=re.IGNORECASE)
+    return any(a != b and a in valid and b in valid for a, b in _LETTER_LIST.findall(span))
 
 
 def _match_option_text(span: str, options) -> str | None:
@@ -166,10 +219,11 @@ def _match_option_text(span: str, options) -> str | None:
 
 def is_correct(completion: str, solution: str, options=None, answer_type: str = "choice") -> bool | None:
     """Whether a completion answers correctly; None when nothing parseable is there (counted as wrong in metrics)."""
-    answer = extract_answer(completion).text
+    extracted = extract_answer(completion)
     if answer_type == "choice":
-        letter = parse_choice(answer, options)
+        letter = choice_letter(extracted, options)
         return None if letter is None else letter == solution.strip().upper()
+    answer = extracted.text  # empty when several tags disagree: nothing to credit
     if answer_type == "closed":
         return closed_correct(answer, solution)
     if not answer:
@@ -201,3 +255,33 @@ def token_f1(prediction: str, reference: str) -> float:
 def _tokens(text: str) -> list[str]:
     text = normalise_text(text).translate(str.maketrans("", "", string.punctuation))
     return [w for w in text.split() if w not in {"a", "an", "the"}]
+
+
+def medr1_eval_answer(output: str, rule: str = "tag") -> str | None:
+    """The answer Med-R1's evaluation scripts take from a model's output (None: they find none).
+
+    - "tag" (the think scripts): the first `<answer>\\s*(\\w+)\\s*</answer>` match.
+    - "raw" (the no-think Qwen2-VL and zero-shot scripts): the decoded output itself, compared as is (not stripped).
+    - "tag_if_answer" (the no-think Qwen2.5-VL script): the first match if the output contains "answer", else raw.
+
+    >>> [medr1_eval_answer("<think>x</think><answer> B </answer>"), medr1_eval_answer("<answer>B) MRI</answer>")]
+    ['B', None]
+    >>> [medr1_eval_answer("B", "raw"), medr1_eval_answer("<answer>B</answer>", "raw")]
+    ['B', '<answer>B</answer>']
+    """
+    if rule not in MEDR1_RULES:
+        raise ValueError(f"unknown Med-R1 scoring rule {rule!r}; one of {', '.join(MEDR1_RULES)}")
+    if rule == "raw" or (rule == "tag_if_answer" and "answer" not in output):
+        return output
+    match = _MEDR1_EVAL_TAG.search(output)
+    return match.group(1) if match else None
+
+
+def medr1_eval_correct(output: str, solution: str, rule: str = "tag") -> bool:
+    """Whether Med-R1's evaluation would count the output correct: its answer equals the gold letter exactly.
+
+    The gold may be a letter or Med-R1's `<answer> C </answer>` (read with the same regex, as the scripts do).
+    """
+    gold = _MEDR1_EVAL_TAG.search(solution)
+    answer = medr1_eval_answer(output, rule)
+    return answer is not None and answer == (gold.group(1) if gold else solution)

@@ -71,19 +71,22 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _data_source(args, path: str):
+def _data_source(args, path: str, where: str = "PATH"):
     from med_r1.config import DataSource
     from med_r1.data.sources import load_source
 
     source = DataSource(path=path, format=args.format, image_root=args.image_root)
-    return load_source(source, where="PATH")
+    return load_source(source, where=where)
 
 
 def cmd_data_stats(args) -> int:
+    from med_r1.config import DataSource
     from med_r1.data.checks import format_stats, stats
+    from med_r1.data.sources import image_root_of
 
     report = stats(_data_source(args, args.path).questions)
-    print(json.dumps(report, indent=2) if args.json else format_stats(report))
+    root = image_root_of(DataSource(path=args.path, format=args.format, image_root=args.image_root), "PATH")
+    print(json.dumps(report, indent=2) if args.json else format_stats(report, args.path, str(root)))
     return 0
 
 
@@ -91,7 +94,7 @@ def cmd_data_validate(args) -> int:
     from med_r1.data.checks import format_summary, summary, validate
 
     loaded = _data_source(args, args.path)
-    test = _data_source(args, args.test).questions if args.test else None
+    test = _data_source(args, args.test, "--test").questions if args.test else None
     problems = validate(loaded.questions, loaded.problems, test=test, decode=not args.quick)
     report = summary(problems, shown=args.show)
     report["questions"] = len(loaded.questions)
@@ -100,17 +103,22 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_convert(args) -> int:
-    from med_r1.config import SplitConfig
-    from med_r1.data.convert import convert
-    from med_r1.data.omnimedvqa import find_root
-    from med_r1.data.sources import resolve_path
+    from med_r1.config import DataSource, SplitConfig
+    from med_r1.data.convert import check_out, convert
+    from med_r1.data.sources import image_root_of
 
+    out = Path(args.out)
+    check_out(out, args.force)
     loaded = _data_source(args, args.path)
-    source = resolve_path(args.path)
-    image_root = Path(args.image_root or find_root(source) or (source if source.is_dir() else source.parent))
+    image_root = image_root_of(DataSource(path=args.path, format=args.format, image_root=args.image_root))
     split = SplitConfig(by=args.split_by, test_ratio=args.test_ratio, seed=args.seed) if args.split_by else None
-    for line in convert(loaded.questions, args.to, Path(args.out), image_root, split):
+    done = convert(loaded.questions, loaded.problems, args.to, out, image_root, split, args.layout)
+    for line in done.written:
         print(line)
+    print(f"{done.questions} questions written; {len(done.dropped)} records dropped")
+    for line in done.dropped:
+        print(f"  dropped {line}")
+    print(f"image paths are relative to {image_root}: load the files with image_root: {image_root}")
     return 0
 
 
@@ -153,6 +161,7 @@ def cmd_rewards_check(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from med_r1.data.convert import LAYOUTS
     from med_r1.data.sources import FORMATS
 
     parser = argparse.ArgumentParser(prog="med-r1", description="GRPO reasoning fine-tuning for medical VLMs.")
@@ -208,7 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--show", type=int, default=20, help="how many problems to list")
         if name == "convert":
             p.add_argument("--to", required=True, choices=["medr1", "jsonl"])
-            p.add_argument("--out", required=True, help="output folder")
+            p.add_argument("--out", required=True, help="output folder (refused if it holds files, unless --force)")
+            p.add_argument("--force", action="store_true", help="write into an --out that already holds files")
+            p.add_argument(
+                "--layout",
+                default="auto",
+                choices=LAYOUTS,
+                help="Med-R1 layouts to write (auto: the axes the questions name)",
+            )
             p.add_argument("--split-by", choices=["image", "question"], help="also split into train/test")
             p.add_argument("--test-ratio", type=float, default=0.2)
             p.add_argument("--seed", type=int, default=42)

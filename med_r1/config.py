@@ -143,6 +143,14 @@ class EvalConfig:
     """Completions per question; > 1 (with do_sample) adds pass@k and majority-vote accuracy."""
     seed: int = 0
     vllm_gpu_memory_utilization: float = 0.85
+    image_size: int | Literal["native"] | None = None
+    """Evaluation images resized to image_size x image_size (as training does), or 'native': kept at their own size
+    and sized by qwen-vl-utils within eval.min_pixels/max_pixels (Med-R1's evaluation). Default: data.image_size."""
+    min_pixels: int | None = None
+    """Pixel bounds of evaluation images (the processor's, vLLM's and qwen-vl-utils'). Default: model.min_pixels.
+    Med-R1 evaluates within Qwen's own bounds, 3136 - 12845056."""
+    max_pixels: int | None = None
+    """Default: model.max_pixels."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,12 @@ class MatrixConfig:
     """Domains reported as columns; empty = every domain present in data.eval."""
     baseline: bool = True
     """Also evaluate the untrained base model (the baseline row)."""
+    min_questions: int = 50
+    """Training domains found in data.train with fewer questions are skipped (listed in the plan), e.g. the single
+    record Med-R1's files leave without a modality. Domains named in train_domains are always trained."""
+    metric: Literal["accuracy", "accuracy_medr1"] = "accuracy"
+    """Which accuracy the heatmaps and matrix.csv show: med-r1's parser, or exactly Med-R1's evaluation scorer.
+    matrix.md and matrix.json hold both."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +324,19 @@ def _leaf_type(parts: list[str]) -> Any:
     return tp
 
 
+def eval_images(recipe: Recipe) -> tuple[int | None, int | None, int | None]:
+    """(square side, min_pixels, max_pixels) of evaluation images: the eval.* value where set, else training's.
+
+    A side of None means images keep their own size (eval.image_size: native, or no data.image_size): the bounds
+    then decide their tokens. Bounds of None leave the processor's own.
+    """
+    e, side = recipe.eval, recipe.eval.image_size
+    side = recipe.data.image_size if side is None else None if side == "native" else side
+    low = e.min_pixels if e.min_pixels is not None else recipe.model.min_pixels
+    high = e.max_pixels if e.max_pixels is not None else recipe.model.max_pixels
+    return side, low, high
+
+
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
@@ -376,6 +403,20 @@ def _check_recipe(recipe: Recipe) -> list[str]:
     for key in ("batch_size", "max_new_tokens", "num_samples"):
         if getattr(recipe.eval, key) < 1:
             errors.append(f"eval.{key}: must be at least 1, got {getattr(recipe.eval, key)}")
+    if isinstance(recipe.eval.image_size, int) and recipe.eval.image_size < 1:
+        errors.append(f"eval.image_size: must be at least 1 (or native), got {recipe.eval.image_size}")
+    for section, config in (("model", recipe.model), ("eval", recipe.eval)):
+        for key in ("min_pixels", "max_pixels"):
+            if getattr(config, key) is not None and getattr(config, key) < 1:
+                errors.append(f"{section}.{key}: must be at least 1, got {getattr(config, key)}")
+    _, low, high = eval_images(recipe)
+    if low is not None and high is not None and low > high:
+        errors.append(
+            f"eval.min_pixels: the evaluation's min_pixels {low} exceeds its max_pixels {high} (eval.* where set, "
+            "else model.*); lower eval.min_pixels or raise eval.max_pixels"
+        )
+    if recipe.matrix.min_questions < 1:
+        errors.append(f"matrix.min_questions: must be at least 1, got {recipe.matrix.min_questions}")
     if recipe.guards.max_nonfinite_steps < 1:
         errors.append(f"guards.max_nonfinite_steps: must be at least 1, got {recipe.guards.max_nonfinite_steps}")
     if recipe.data.frames < 1:

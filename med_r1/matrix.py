@@ -1,9 +1,12 @@
 """`med-r1 matrix RECIPE [--dry-run] [key=value ...]`: Med-R1's cross-modality / cross-task generalization experiment.
 
 For each training domain (a modality, or a question type) a policy is trained on that domain alone and evaluated on
-every test domain; the untrained base model is the baseline row. Results: matrix.csv/.md/.png (accuracy) and
-matrix_delta.csv/.md/.png (improvement over the baseline) in output_dir. Finished trainings and evaluations are
-reused, an interrupted training resumes from its last checkpoint, and a second invocation runs nothing new.
+every test domain; the untrained base model is the baseline row. Training domains found in the data with fewer than
+`matrix.min_questions` questions are skipped and listed in the plan. Results in output_dir: matrix.md and
+matrix.json hold both accuracies (med-r1's parser and Med-R1's own scorer), each with its improvement over the
+baseline; matrix.csv/.png and matrix_delta.csv/.png show the one `matrix.metric` names. Finished trainings and
+evaluations are reused, an interrupted training resumes from its last checkpoint, and a second invocation runs
+nothing new.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import csv
 import io
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data.taxonomy import slug
 from med_r1.errors import UserError
+from med_r1.eval.metrics import METRICS
 from med_r1.io import atomic_write_json, atomic_write_text, read_jsonl
 from med_r1.plan import build_plan
 
@@ -48,11 +53,18 @@ def split_protocol(recipe: Recipe) -> str:
     return f"med-r1 split {scheme}, test_ratio {by.test_ratio}, seed {by.seed}"
 
 
-def domains(recipe: Recipe, train: list, test: list) -> tuple[list[str], list[str]]:
-    axis = recipe.matrix.axis
-    train_domains = recipe.matrix.train_domains or sorted({getattr(q, axis) for q in train})
-    test_domains = recipe.matrix.test_domains or sorted({getattr(q, axis) for q in test})
-    return train_domains, test_domains
+def domains(recipe: Recipe, train: list, test: list) -> tuple[list[str], list[str], dict[str, int]]:
+    """(training domains, test domains, skipped training domains with their question counts).
+
+    Domains found in data.train with fewer than matrix.min_questions questions are skipped: a policy trained on a
+    handful of questions (Med-R1's single `unknown` record) is no row of a generalization table.
+    """
+    axis, matrix = recipe.matrix.axis, recipe.matrix
+    sizes = Counter(getattr(q, axis) for q in train)
+    skipped = {} if matrix.train_domains else {d: n for d, n in sorted(sizes.items()) if n < matrix.min_questions}
+    train_domains = matrix.train_domains or sorted(d for d in sizes if d not in skipped)
+    test_domains = matrix.test_domains or sorted({getattr(q, axis) for q in test})
+    return train_domains, test_domains, skipped
 
 
 def cells(recipe: Recipe, train_domains: list[str]) -> list[Cell]:
@@ -100,14 +112,20 @@ def eval_status(cell: Cell, n_questions: int) -> str:
 
 def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
     data = build_plan(recipe, "matrix")
-    train_domains, test_domains = domains(recipe, data.train, data.eval)
+    train_domains, test_domains, skipped = domains(recipe, data.train, data.eval)
     n_eval = len(data.eval)
     plan = cells(recipe, train_domains)
     lines = [
         f"matrix over {recipe.matrix.axis}: {len(train_domains)} training domains x {len(test_domains)} test "
         f"domains{' + baseline' if recipe.matrix.baseline else ''}; {n_eval} evaluation questions",
         f"split: {split_protocol(recipe)}",
+        f"heatmaps and matrix.csv show: {recipe.matrix.metric} (matrix.md and matrix.json hold both accuracies)",
     ]
+    if skipped:
+        lines.append(
+            f"skipped (fewer than matrix.min_questions={recipe.matrix.min_questions} training questions): "
+            + ", ".join(f"{domain} ({n})" for domain, n in skipped.items())
+        )
     for cell in plan:
         lines.append(
             f"  {cell.domain:<28} train: {train_status(cell):<24} eval: {eval_status(cell, n_eval)}  ({cell.run_dir})"
@@ -139,41 +157,43 @@ def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
     return "\n".join(lines) + "\n" + write_tables(recipe, plan, test_domains)
 
 
+# What each metric is called in the tables and on the heatmaps.
+TITLES = {"accuracy": "Accuracy (med-r1's parser)", "accuracy_medr1": "Accuracy (Med-R1's scorer)"}
+
+
 def write_tables(recipe: Recipe, plan: list[Cell], test_domains: list[str]) -> str:
-    axis = f"by_{recipe.matrix.axis}"
+    axis, chosen = f"by_{recipe.matrix.axis}", recipe.matrix.metric
     out = Path(recipe.output_dir)
-    acc: dict[str, dict[str, float | None]] = {}
+    tables: dict[str, dict[str, dict[str, float | None]]] = {metric: {} for metric in METRICS}
     counts: dict[str, dict[str, int]] = {}
     for cell in plan:
         metrics = json.loads((cell.run_dir / "eval" / cell.recipe.eval.name / "metrics.json").read_text())
-        acc[cell.domain] = {d: metrics[axis].get(d, {}).get("accuracy") for d in test_domains}
+        for metric in METRICS:
+            tables[metric][cell.domain] = {d: metrics[axis].get(d, {}).get(metric) for d in test_domains}
         counts[cell.domain] = {d: metrics[axis].get(d, {}).get("count", 0) for d in test_domains}
     rows = [c.domain for c in plan]
     header = f"Generalization over {recipe.matrix.axis} (rows: trained on; columns: evaluated on). {split_protocol(recipe)}."
+    deltas = {metric: _improvement(tables[metric], rows, test_domains) for metric in METRICS}
+    md = []
+    for metric in sorted(METRICS, key=lambda m: m != chosen):  # the chosen metric first
+        md += [f"# {TITLES[metric]} (`{metric}`)\n\n{header}\n", _markdown(rows, test_domains, tables[metric])]
+        if deltas[metric] is not None:
+            md += [
+                f"\n## Improvement over the base model (points, `{metric}`)\n",
+                _markdown(list(deltas[metric]), test_domains, deltas[metric], signed=True),
+            ]
+        md.append("")
+    acc, delta = tables[chosen], deltas[chosen]
     atomic_write_text(out / "matrix.csv", _csv(rows, test_domains, acc))
-    md = [f"# Accuracy\n\n{header}\n", _markdown(rows, test_domains, acc)]
-    _heatmap(rows, test_domains, acc, out / "matrix.png", f"Accuracy (%) by {recipe.matrix.axis}", "viridis")
-    delta = None
-    if "base" in acc:
-        delta = {
-            r: {
-                d: None if acc[r][d] is None or acc["base"][d] is None else acc[r][d] - acc["base"][d]
-                for d in test_domains
-            }
-            for r in rows
-            if r != "base"
-        }
+    _heatmap(rows, test_domains, acc, out / "matrix.png", f"{TITLES[chosen]}, % by {recipe.matrix.axis}", "viridis")
+    if delta is not None:
         atomic_write_text(out / "matrix_delta.csv", _csv(list(delta), test_domains, delta))
-        md += [
-            f"\n# Improvement over the base model (points)\n\n{header}\n",
-            _markdown(list(delta), test_domains, delta, signed=True),
-        ]
         _heatmap(
             list(delta),
             test_domains,
             delta,
             out / "matrix_delta.png",
-            f"Accuracy gain over base (points) by {recipe.matrix.axis}",
+            f"Gain over base (points), {TITLES[chosen].lower()}, by {recipe.matrix.axis}",
             "RdBu",
             centred=True,
         )
@@ -183,12 +203,25 @@ def write_tables(recipe: Recipe, plan: list[Cell], test_domains: list[str]) -> s
         {
             "axis": recipe.matrix.axis,
             "split": split_protocol(recipe),
-            "accuracy": acc,
-            "improvement": delta,
+            "metric": chosen,
+            **{metric: tables[metric] for metric in METRICS},
+            "improvement": {metric: deltas[metric] for metric in METRICS},
             "counts": counts,
         },
     )
     return "\n".join(md)
+
+
+def _improvement(table: dict, rows: list[str], cols: list[str]) -> dict | None:
+    """Each trained row minus the baseline row, per column; None without a baseline."""
+    if "base" not in table:
+        return None
+    base = table["base"]
+    return {
+        r: {c: None if table[r][c] is None or base[c] is None else table[r][c] - base[c] for c in cols}
+        for r in rows
+        if r != "base"
+    }
 
 
 def _csv(rows, cols, table) -> str:

@@ -106,6 +106,13 @@ def apply_pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None
     image_processor.size = type(image_processor.size)(**size)
 
 
+def pixel_bounds(processor) -> dict[str, int]:
+    """The processor's image pixel bounds as `min_pixels`/`max_pixels` (the names vLLM and qwen-vl-utils take)."""
+    size = dict(processor.image_processor.size)
+    bounds = {"min_pixels": size.get("shortest_edge"), "max_pixels": size.get("longest_edge")}
+    return {key: value for key, value in bounds.items() if value}
+
+
 def load_model(config: ModelConfig, cuda: bool):
     """The policy model, frozen as the recipe asks (LoRA adapters are added later by TRL from `lora_config`)."""
     from transformers import AutoModelForImageTextToText

@@ -26,7 +26,8 @@ TEMPLATES: dict[str, str] = {
     ),
     # Med-R1 src/eval_vqa/test_qwen2vl_vqa_nothink.py
     "medr1_eval_nothink": "{Question} Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.",
-    # Med-R1 src/eval_vqa/test_qwen2vl_vqa_zero_shot.py (scored by <answer> extraction, so untagged answers fail)
+    # Med-R1 src/eval_vqa/test_qwen2vl_vqa_zero_shot.py. It asks for no tags, and the script compares the raw output
+    # with the letter (no <answer> extraction), so only a bare "B" counts there (accuracy_medr1).
     "medr1_zeroshot": "{Question} Provide the correct single-letter choice (A, B, C, D,...).",
     # Open-ended questions (no options): same think/answer contract, a free-text answer.
     "open_think": (
@@ -37,6 +38,25 @@ TEMPLATES: dict[str, str] = {
 
 # Med-R1 trains with one wording and evaluates with another: the evaluation template for each training template.
 EVAL_TEMPLATES: dict[str, str] = {"medr1_think": "medr1_eval_think", "medr1_nothink": "medr1_eval_nothink"}
+
+
+# Which Med-R1 evaluation script each prompt comes from decides how `accuracy_medr1` reads an answer
+# (`med_r1.answers.medr1_eval_answer`; Yuxiang-Lai117/Med-R1 src/eval_vqa/ at 88d76c7):
+#   test_qwen2vl_vqa.py, test_qwen2_5vl_vqa.py (think): "tag", the first <answer>\s*(\w+)\s*</answer> match
+#   test_qwen2vl_vqa_nothink.py, test_qwen2vl_vqa_zero_shot.py: "raw", the output itself (`model_answer =
+#       original_output`; the extraction line is commented out)
+#   test_qwen2_5vl_vqa_nothink.py: "tag_if_answer", the first match if "answer" is in the output, else the output
+# Prompts no Med-R1 script uses (custom templates, open_think) are read as the think scripts read them.
+_RAW_PROMPTS = ("medr1_eval_nothink", "medr1_nothink", "medr1_zeroshot")
+
+
+def medr1_eval_rule(prompt: str, model_type: str | None = None) -> str:
+    """How Med-R1's evaluation script for this prompt (and model family, e.g. 'qwen2_vl') reads the answer."""
+    if prompt not in _RAW_PROMPTS:
+        return "tag"
+    if prompt == "medr1_zeroshot" or model_type == "qwen2_vl":
+        return "raw"  # Med-R1 has a zero-shot script for Qwen2-VL only
+    return "tag_if_answer"  # the Qwen2.5-VL no-think script; later families (Qwen3-VL) follow the newest script
 
 
 def eval_template(training_template: str) -> str:

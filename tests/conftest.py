@@ -93,3 +93,54 @@ def tiny_recipe(model: Path, data: Path, out: Path, **grpo) -> dict:
             **grpo,
         },
     }
+
+
+MEDR1_FINDINGS = [
+    "Normal",
+    "Pneumonia, left lobe",
+    "Effusion",
+    "Mass",
+]  # an option text with a comma, as Med-R1's have
+
+
+def medr1_problem(question: str, options: list[str]) -> str:
+    """Med-R1's `problem` string, spelled out here as its files spell it: 'question A)opt, B)opt'."""
+    return question + " " + ", ".join(f"{'ABCD'[i]}){text}" for i, text in enumerate(options))
+
+
+def make_medr1_splits(root: Path, n: int = 6) -> Path:
+    """Med-R1's published layout in its exact file format: `root/OmniMedVQA/Images/...` (folder and file names with
+    spaces and parentheses) and `root/Splits/modality/{train,test}/<modality>_{train,test}.json`, JSON lists of
+    {"image", "problem", "solution"} records with image paths relative to the OmniMedVQA root. As in Med-R1's
+    question-level splits, half the test questions ask about images that training questions also use; the one
+    record without a modality sits in `unknown_train.json`. Returns root."""
+    from PIL import Image
+
+    omni = root / "OmniMedVQA"
+    for modality, dataset in (("X-Ray", "Chest X-Ray PA"), ("CT(Computed Tomography)", "Chest CT Scan")):
+        train, test = [], []
+        for i in range(n + 2):
+            image = f"Images/{dataset}/case {i} (view).png"
+            (omni / image).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40 + 4 * i, 32), "gray").save(omni / image)
+            options = MEDR1_FINDINGS[: 2 + i % 3]  # 2, 3 and 4 options
+            record = {
+                "image": image,
+                "problem": medr1_problem("Which finding is shown?", options),
+                "solution": f"<answer> {'ABCD'[i % len(options)]} </answer>",
+            }
+            if i < n:
+                train.append(record)
+            if i >= n or i % 2 == 0:  # test: two images of its own, and every other training image again
+                test.append({**record, "problem": medr1_problem("What does this image show?", options)})
+        for side, records in (("train", train), ("test", test)):
+            folder = root / "Splits" / "modality" / side
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{modality}_{side}.json").write_text(json.dumps(records, indent=4))
+    unknown = {
+        "image": "Images/Chest CT Scan/case 0 (view).png",
+        "problem": medr1_problem("What imaging technique was employed?", ["Angiography", "ECG", "Mammogram", "CT"]),
+        "solution": "<answer> D </answer>",
+    }
+    (root / "Splits" / "modality" / "train" / "unknown_train.json").write_text(json.dumps([unknown], indent=4))
+    return root

@@ -4,7 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from med_r1.answers import extract_answer, is_correct, parse_choice, token_f1, yes_no
+from med_r1.answers import (
+    choice_letter,
+    extract_answer,
+    is_correct,
+    medr1_eval_answer,
+    medr1_eval_correct,
+    parse_choice,
+    token_f1,
+    yes_no,
+)
+from med_r1.prompts import medr1_eval_rule
 
 OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
 
@@ -20,7 +30,13 @@ OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
         ("<answer>\nB\n</answer>", "B"),  # multi-line: Med-R1's regex misses it
         ("<think>A or B?</think><answer>MRI</answer>", "B"),  # option text instead of the letter
         ("<think>maybe A</think>\n<answer>The answer is B</answer>", "B"),
-        ("<answer>A</answer> then <answer>C</answer>", "C"),  # the last answer tag wins
+        ("<answer>A</answer> then <answer>C</answer>", None),  # tags that disagree name nothing
+        ("<answer>C</answer> so <answer>C) X-ray</answer>", "C"),  # tags that agree count once
+        ("<answer><answer>A</answer></answer>", "A"),  # nested
+        ("<answer><answer>(A)</answer>", "A"),  # nested, the outer one never closed
+        ("<answer>A", "A"),  # cut off after the answer
+        ("<think>I put it in <answer>...</answer> tags</think><answer>D</answer>", "D"),  # quoted in the reasoning
+        ("<think>so <answer>B</answer></think>", "B"),  # answered inside the reasoning only
         ("I think the answer is C.", "C"),  # untagged
         ("<think>...</think> D", "D"),
         ("<answer>E</answer>", None),  # beyond the options
@@ -31,7 +47,7 @@ OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
     ],
 )
 def test_parse_choice(completion, letter):
-    assert parse_choice(extract_answer(completion).text, OPTIONS) == letter
+    assert choice_letter(extract_answer(completion), OPTIONS) == letter
 
 
 def test_yes_no_options_and_closed_answers():
@@ -88,6 +104,22 @@ HEDGES = ["tumor", "cyst", "x-ray", "y"]
         ("<think>the answer is a cyst, so", None),
         ("<answer>The answer is a cyst</answer>", "B"),  # 'a' is an article, the option text decides
         ("<answer>A or B</answer>", None),
+        ("<answer>B or A</answer>", None),  # the order never matters
+        ("<answer>B or C</answer>", None),
+        ("<answer>C or B</answer>", None),
+        ("<answer>B and C</answer>", None),
+        ("<answer>D or A</answer>", None),
+        ("<answer>either A or B</answer>", None),
+        ("<answer>either B or A</answer>", None),
+        ("<answer>A/B</answer>", None),
+        ("<answer>B/A</answer>", None),
+        ("<answer>A, B</answer>", None),
+        ("<answer>B, A</answer>", None),
+        ("<answer>(B) or (C)</answer>", None),
+        ("<answer>B. or C.</answer>", None),
+        ("<answer>The answer is B or C</answer>", None),
+        ("<answer>B or C?</answer>", None),
+        ("<answer>A or A or B</answer>", None),
         ("<answer>The answer is either A or B</answer>", None),
         ("<answer>A. B. C. D.</answer>", None),
         ("<answer>A) tumor B) cyst</answer>", None),
@@ -100,7 +132,54 @@ HEDGES = ["tumor", "cyst", "x-ray", "y"]
     ],
 )
 def test_hedged_or_negated_answers_name_no_letter(completion, letter):
-    assert parse_choice(extract_answer(completion).text, HEDGES) == letter
+    assert choice_letter(extract_answer(completion), HEDGES) == letter
+
+
+def test_an_option_whose_text_joins_letters_is_no_hedge():
+    options = ["Hepatitis A or B", "HIV"]
+    assert parse_choice("Hepatitis A or B", options) == "A"
+    assert parse_choice("The answer is Hepatitis A or B", options) == "A"
+    assert parse_choice("B and I am sure", ["CT", "MRI"]) == "B"  # 'I' names no option of two
+
+
+CONNECTORS = [" or ", " and ", "/", ", ", " / ", " & ", ", or "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 5), st.data())
+def test_a_hedge_between_two_options_is_never_credited(n_options, data):
+    options = ["CT", "MRI", "X-ray", "Ultrasound", "PET"][:n_options]
+    first, second = data.draw(st.lists(st.sampled_from("ABCDE"[:n_options]), min_size=2, max_size=2, unique=True))
+    joined = first + data.draw(st.sampled_from(CONNECTORS)) + second
+    shape = data.draw(st.sampled_from(["{}", "either {}", "The answer is {}", "({})", "{}?", "I think {}."]))
+    wrap = data.draw(st.sampled_from(["<answer>{}</answer>", "<think>x</think><answer>{}</answer>", "{}"]))
+    completion = wrap.format(shape.format(joined))
+    assert choice_letter(extract_answer(completion), options) is None
+    for gold in (first, second):  # whichever is right, the hedge is not
+        assert not is_correct(completion, gold, options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.sampled_from(["{L}", "({L})", "{L}.", "{L}) {T}", " {l} "]), st.integers(0, 3))
+def test_nested_answer_tags_read_the_innermost(depth, shape, index):
+    letter = "ABCD"[index]
+    inner = shape.format(L=letter, l=letter.lower(), T=OPTIONS[index])
+    completion = "<think>x</think>" + "<answer>" * depth + inner + "</answer>" * depth
+    assert is_correct(completion, letter, OPTIONS) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["{L}", "({L})", "{L}.", "{L}) {T}", "{T}"]), min_size=2, max_size=4), st.data())
+def test_several_answer_tags_count_once_when_they_agree_and_never_when_they_disagree(shapes, data):
+    index = data.draw(st.integers(0, 3))
+    tags = ["<answer>" + shape.format(L="ABCD"[index], T=OPTIONS[index]) + "</answer>" for shape in shapes]
+    agreeing = "<think>x</think>" + " ".join(tags)
+    assert is_correct(agreeing, "ABCD"[index], OPTIONS) is True
+    other = data.draw(st.integers(0, 3).filter(lambda i: i != index))
+    at = data.draw(st.integers(0, len(tags)))
+    disagreeing = " ".join(tags[:at] + [f"<answer>{'ABCD'[other]}</answer>"] + tags[at:])
+    for gold in ("ABCD"[index], "ABCD"[other]):
+        assert is_correct(disagreeing, gold, OPTIONS) is None  # unparseable: no credit, whichever is right
 
 
 def test_option_texts_that_look_like_letters():
@@ -113,3 +192,42 @@ def test_closed_answers_that_are_not_yes_or_no():
     assert is_correct("<answer>Lung</answer>", "lung", answer_type="closed") is True  # SLAKE 'heart or lung?'
     assert is_correct("<answer>heart</answer>", "Lung", answer_type="closed") is False
     assert is_correct("<answer>No idea</answer>", "no", answer_type="closed") is None
+
+
+MEDR1_EVAL_CASES = [
+    # output, counted correct (gold B) by Med-R1's scripts reading with "tag", "raw", "tag_if_answer"
+    ("<think>x</think><answer>B</answer>", True, False, True),
+    ("<answer> B </answer>", True, False, True),
+    ("<answer>\nB\n</answer>", True, False, True),  # \s spans the newlines
+    ("<answer>B) MRI</answer>", False, False, False),  # one word only
+    ("<answer>(B)</answer>", False, False, False),
+    ("<answer>b</answer>", False, False, False),  # case-sensitive
+    ("<answer>B</answer><answer>A</answer>", True, False, True),  # the first match
+    ("<answer>A</answer><answer>B</answer>", False, False, False),
+    ("<answer><answer>B</answer></answer>", True, False, True),
+    ("<answer>B or C</answer>", False, False, False),
+    ("B", False, True, True),  # no tag: only the raw scripts count it
+    ("B ", False, False, False),  # the raw output is compared as is, not stripped
+    ("The answer is B", False, False, False),
+    ("", False, False, False),
+]
+
+
+@pytest.mark.parametrize("output, tag, raw, tag_if_answer", MEDR1_EVAL_CASES)
+def test_medr1_eval_scorer(output, tag, raw, tag_if_answer):
+    for rule, expected in (("tag", tag), ("raw", raw), ("tag_if_answer", tag_if_answer)):
+        assert medr1_eval_correct(output, "B", rule) is expected, rule
+        assert medr1_eval_correct(output, "<answer> B </answer>", rule) is expected  # Med-R1's gold string too
+
+
+def test_which_medr1_script_scores_which_prompt():
+    assert (
+        medr1_eval_rule("medr1_eval_think", "qwen2_vl") == medr1_eval_rule("medr1_eval_think", "qwen2_5_vl") == "tag"
+    )
+    assert medr1_eval_rule("medr1_eval_nothink", "qwen2_vl") == "raw"  # test_qwen2vl_vqa_nothink.py
+    assert medr1_eval_rule("medr1_eval_nothink", "qwen2_5_vl") == "tag_if_answer"  # test_qwen2_5vl_vqa_nothink.py
+    assert medr1_eval_rule("medr1_zeroshot", "qwen2_5_vl") == "raw"  # the zero-shot script: raw output
+    assert medr1_eval_rule("open_think") == medr1_eval_rule("{Question} Answer.") == "tag"
+    assert medr1_eval_answer("<answer>C</answer>", "raw") == "<answer>C</answer>"
+    with pytest.raises(ValueError, match="unknown Med-R1 scoring rule"):
+        medr1_eval_answer("B", "strip")

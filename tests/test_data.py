@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_omnimedvqa, tiny_recipe, write_recipe
+from conftest import make_medr1_splits, make_omnimedvqa, tiny_recipe, write_recipe
 from med_r1.cli import main
 from med_r1.config import DataSource
 from med_r1.data import selection
@@ -347,3 +347,128 @@ def test_by_image_split_keeps_questions_sharing_any_image_together(tmp_path):
     train = selection.take_side(questions, "train", "image", 0.5, seed=0)
     test = selection.take_side(questions, "test", "image", 0.5, seed=0)
     assert train and test and selection.image_overlap(train, test) == []
+
+
+# -- Med-R1's own split files: shared images, relative paths, conversion, stats ------------------------------------
+
+
+def test_validate_finds_images_shared_by_medr1_train_and_test_without_an_image_root(tmp_path, capsys):
+    root = make_medr1_splits(tmp_path)
+    splits = root / "Splits" / "modality"
+    train, test = splits / "train" / "X-Ray_train.json", splits / "test" / "X-Ray_test.json"
+    shared = [f"Images/Chest X-Ray PA/case {i} (view).png" for i in (0, 2, 4)]
+    for extra in ([], ["--image-root", str(root / "OmniMedVQA")]):
+        assert main(["data", "validate", str(train), "--test", str(test), "--quick", "--json", *extra]) == 2
+        report = json.loads(capsys.readouterr().out)
+        assert report["counts"]["image_overlap"] == 3
+        assert sorted(p["where"] for p in report["problems"] if p["kind"] == "image_overlap") == shared
+        assert report["counts"].get("missing_image", 0) == (0 if extra else 6)  # no root: the images are elsewhere
+    assert main(["data", "validate", str(splits / "train"), "--test", str(splits / "test"), "--quick", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["counts"]["image_overlap"] == 6  # both modalities, 3 each
+
+
+def test_a_by_image_split_does_not_depend_on_how_paths_are_spelled(tmp_path, monkeypatch):
+    root = make_medr1_splits(tmp_path / "data", n=40)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    spellings = [
+        (tmp_path, "data/Splits/modality/train", "data/OmniMedVQA"),
+        (tmp_path, "./data/Splits/modality/../modality/train/", "data/./OmniMedVQA/"),
+        (tmp_path / "elsewhere", "../data/Splits/modality/train", "../data/OmniMedVQA"),
+        (tmp_path / "elsewhere", str(root / "Splits" / "modality" / "train"), str(root / "OmniMedVQA")),
+        (tmp_path / "elsewhere", "../link/Splits/modality/train", "../link/OmniMedVQA"),
+    ]
+    seen = set()
+    for cwd, path, image_root in spellings:
+        monkeypatch.chdir(cwd)
+        questions = load_source(DataSource(path=path, format="medr1", image_root=image_root)).questions
+        test = selection.take_side(questions, "test", "image", 0.3, seed=3)
+        assert all(Path(image).is_absolute() and Path(image).exists() for q in questions for image in q.images)
+        seen.add(
+            (tuple(sorted(q.question_id for q in test)), tuple(sorted(i for q in questions for i in q.image_ids)))
+        )
+    assert len(seen) == 1
+    [(test_ids, image_ids)] = seen
+    assert test_ids and "Images/Chest X-Ray PA/case 0 (view).png" in image_ids
+
+
+def test_convert_with_relative_paths_writes_paths_relative_to_the_image_root(tmp_path, monkeypatch, capsys):
+    root = make_medr1_splits(tmp_path)
+    monkeypatch.chdir(root)
+    args = ["--to", "medr1", "--split-by", "image", "--test-ratio", "0.5"]
+    assert main(["data", "convert", "Splits/modality/train", "--out", "a", "--image-root", "OmniMedVQA", *args]) == 0
+    out = capsys.readouterr().out
+    assert f"relative to {root / 'OmniMedVQA'}" in out
+    spelled = "./Splits/modality/../modality/train/"
+    assert main(["data", "convert", spelled, "--out", "b", "--image-root", "./OmniMedVQA/", *args]) == 0
+    written = sorted(p.relative_to(root / "a") for p in (root / "a").rglob("*.json"))
+    assert written and all(p.parts[0] == "modality" for p in written)  # the layout asked for, no question_type/
+    assert {p.name for p in written} == {
+        f"{domain}_{side}.json" for domain in ("X-Ray", "CT(Computed Tomography)") for side in ("train", "test")
+    } | {"unknown_train.json"}
+    for rel in written:
+        assert (root / "a" / rel).read_bytes() == (root / "b" / rel).read_bytes()  # whatever the spelling
+        for record in json.loads((root / "a" / rel).read_text()):
+            assert record["image"].startswith("Images/") and (root / "OmniMedVQA" / record["image"]).exists()
+    back = load_source(DataSource(path=str(root / "a" / "modality"), image_root=str(root / "OmniMedVQA")))
+    assert len(back.questions) == 13 and not back.problems  # 6 + 6 + the unknown record
+    assert main(["data", "convert", "Splits/modality/train", "--out", "c", "--to", "medr1"]) == 0  # no image root
+    record = json.loads((root / "c" / "modality" / "X-Ray.json").read_text())[0]
+    assert record["image"] == "Images/Chest X-Ray PA/case 0 (view).png"  # as the input named it
+
+
+def test_convert_asks_for_layouts_the_data_cannot_fill(tmp_path, capsys):
+    root = make_medr1_splits(tmp_path)
+    train = str(root / "Splits" / "modality" / "train")
+    assert main(["data", "convert", train, "--to", "medr1", "--out", str(tmp_path / "o"), "--layout", "both"]) == 2
+    assert "no question names its question type" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_convert_never_overwrites_and_reports_every_dropped_row(tmp_path, capsys):
+    def hook(dataset, records):
+        if dataset == "Set 1 & Co":
+            records[2]["gt_answer"] = "purple"  # matches no option: the row cannot be converted
+        return records
+
+    root = make_omnimedvqa(tmp_path / "omni", records_hook=hook)
+    out = tmp_path / "out"
+    assert main(["data", "convert", str(root), "--to", "medr1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "15 questions written; 1 records dropped" in printed
+    assert "dropped QA_information/Open-access/Set 1 & Co.json[2] (Set 1 & Co_0002): gt_answer 'purple'" in printed
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["data", "convert", str(make_omnimedvqa(tmp_path / "other")), "--to", "medr1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds" in err and "--force" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing lost
+    assert main(["data", "convert", str(root), "--to", "jsonl", "--out", str(out), "--force"]) == 0
+    assert (out / "all.jsonl").exists()
+    file = tmp_path / "a-file"
+    file.write_text("keep me")
+    assert main(["data", "convert", str(root), "--to", "jsonl", "--out", str(file)]) == 2
+    assert "is a file" in capsys.readouterr().err and file.read_text() == "keep me"
+
+
+def test_stats_say_how_many_images_exist_and_count_by_modality_and_dataset(tmp_path, capsys):
+    root = make_medr1_splits(tmp_path)
+    train = str(root / "Splits" / "modality" / "train")
+    assert main(["data", "stats", train, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["images"], report["images_found"]) == (12, 0)
+    assert report["modalities"] == {"CT": 6, "X-Ray": 6, "unknown": 1}
+    assert report["datasets"] == {"Chest CT Scan": 7, "Chest X-Ray PA": 6}
+    assert main(["data", "stats", train]) == 0
+    text = capsys.readouterr().out
+    assert "images on disk: 0 of 12" in text and f"data validate {train} --quick" in text and "--image-root" in text
+    assert "by modality: CT 6, X-Ray 6, unknown 1" in text
+    assert main(["data", "stats", train, "--image-root", str(root / "OmniMedVQA")]) == 0
+    assert "images on disk: 12 of 12\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["slake", "vqa-rad", "omnimedvqa", "jsonl"])
+def test_a_format_that_matches_nothing_is_an_error(tmp_path, capsys, fmt):
+    train = make_medr1_splits(tmp_path) / "Splits" / "modality" / "train"
+    assert main(["data", "stats", str(train), "--format", fmt]) == 2
+    err = capsys.readouterr().err
+    assert f"{train} holds no questions in format '{fmt}'" in err and "X-Ray_train.json" in err
+    assert "it looks like format 'medr1'" in err and "Traceback" not in err

@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_recipe, write_recipe
+from conftest import make_medr1_splits, tiny_recipe, write_recipe
 from med_r1.cli import main
-from med_r1.eval.run import prediction
+from med_r1.config import DataSource, parse_recipe
+from med_r1.data.sources import load_source
+from med_r1.eval.generate import encode
+from med_r1.eval.images import EvalImages
+from med_r1.eval.run import conversation, eval_processor, prediction, resolve_target
+from med_r1.model import apply_pixel_bounds, load_processor, pixel_bounds
+from med_r1.prompts import TEMPLATES, format_problem
 from med_r1.records import Question
 from med_r1.rewards import get_reward
 
@@ -37,7 +43,12 @@ def test_eval_writes_predictions_and_metrics_that_add_up(tiny_model, omni_dir, t
     for group in ("by_modality", "by_question_type", "by_dataset"):
         assert sum(cell["count"] for cell in metrics[group].values()) == 16
     assert set(metrics["by_modality"]) == {"CT", "MRI", "X-Ray", "Fundus"}
-    assert "| CT |" in (out / "metrics.md").read_text()
+    md = (out / "metrics.md").read_text()
+    assert "| CT |" in md and "accuracy (Med-R1)" in md and "by Med-R1's scorer" in md
+    medr1 = sum(p["correct_medr1"] for p in predictions)  # Med-R1's think script: first <answer>\s*(\w+)\s*</answer>
+    assert metrics["overall"]["correct_medr1"] == medr1 and metrics["overall"]["accuracy_medr1"] == medr1 / 16
+    assert sum(cell["correct_medr1"] for cell in metrics["by_modality"].values()) == medr1
+    assert metrics["medr1_scoring"].startswith("the first <answer>")
 
     accuracy = get_reward("accuracy")
     rewards = accuracy(
@@ -58,6 +69,82 @@ def test_metric_and_reward_agree_question_by_question(output):
     question = Question("q", "d", ("x.png",), "What colour?", ("red", "green"), "B", "CT", "Modality Recognition")
     reward = get_reward("accuracy")(completions=[output], solution=["B"], options=[["red", "green"]])
     assert prediction(question, [output], "p")["correct"] == (reward == [1.0])
+
+
+@pytest.mark.parametrize(
+    "output, parsed, correct, medr1",
+    [
+        ("<answer>B</answer>", "B", True, True),
+        ("<answer>B) green</answer>", "B", True, False),  # Med-R1's regex takes one word only
+        ("<answer>B</answer> <answer>A</answer>", None, False, True),  # disagreeing tags: unparseable; Med-R1: first
+        ("<answer>A or B</answer>", None, False, False),
+        ("<answer><answer>B</answer></answer>", "B", True, True),
+    ],
+)
+def test_predictions_carry_both_scorers(output, parsed, correct, medr1):
+    question = Question("q", "d", ("x.png",), "What colour?", ("red", "green"), "B", "CT", "Modality Recognition")
+    row = prediction(question, [output], "medr1_eval_think", "tag")
+    assert (row["parsed"], row["correct"], row["correct_medr1"]) == (parsed, correct, medr1)
+
+
+def bundled_questions() -> list[Question]:
+    """One question per bundled image (47 images: PNG and JPEG, grey and colour, square and not, 102-384 px)."""
+    by_image = {}
+    for q in load_source(DataSource(path="bundled")).questions:
+        by_image.setdefault(q.images[0], q)
+    return [by_image[image] for image in sorted(by_image)]
+
+
+def test_native_evaluation_gives_the_image_tokens_of_medr1s_own_script(tiny_model, tmp_path):
+    import torch
+    from qwen_vl_utils import process_vision_info
+
+    raw = {
+        "model": {"name_or_path": str(tiny_model), "min_pixels": 3136, "max_pixels": 401408},
+        "data": {"train": {"path": "bundled"}, "eval": {"path": "bundled"}, "image_size": 384},
+        "output_dir": str(tmp_path),
+        "eval": {"model": "base", "image_size": "native", "min_pixels": 3136, "max_pixels": 12845056},
+    }
+    recipe, prompt = parse_recipe(raw), "medr1_eval_think"
+    processor = eval_processor(resolve_target(recipe), recipe)
+    assert pixel_bounds(processor) == {"min_pixels": 3136, "max_pixels": 12845056}  # what vLLM is given too
+    images = EvalImages(recipe, processor)
+    assert images.sizing == "qwen-vl-utils"
+    # Med-R1's src/eval_vqa/test_qwen2vl_vqa.py: file:// paths, process_vision_info, the processor as the model
+    # ships it (Qwen2-VL-2B-Instruct: 3136 - 12845056 pixels), the template filled with the `problem` string.
+    theirs = load_processor(str(tiny_model))
+    apply_pixel_bounds(theirs, 3136, 12845056)
+    training = EvalImages(
+        parse_recipe({**raw, "eval": {"model": "base"}}),
+        eval_processor(resolve_target(recipe), parse_recipe({**raw, "eval": {"model": "base"}})),
+    )
+    assert training.sizing == "square"
+    differ = 0
+    for q in bundled_questions():
+        ours = encode(processor, [conversation(q, recipe, prompt, images.load(list(q.images), q.question_id))])
+        text = TEMPLATES[prompt].format(Question=format_problem(q.question, q.options))
+        message = [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": f"file://{q.images[0]}"}, {"type": "text", "text": text}],
+            }
+        ]
+        image_inputs, video_inputs = process_vision_info([message])
+        reference = theirs(
+            text=[theirs.apply_chat_template(message, tokenize=False, add_generation_prompt=True)],
+            images=image_inputs,
+            videos=video_inputs,
+            padding=True,
+            return_tensors="pt",
+        )
+        assert torch.equal(ours["image_grid_thw"], reference["image_grid_thw"]), q.images[0]
+        assert torch.equal(ours["input_ids"], reference["input_ids"]), q.images[0]  # image tokens and text alike
+        assert torch.equal(ours["pixel_values"], reference["pixel_values"]), q.images[0]
+        square = encode(
+            training.processor, [conversation(q, recipe, prompt, training.load(list(q.images), q.question_id))]
+        )
+        differ += not torch.equal(square["image_grid_thw"], reference["image_grid_thw"])
+    assert differ >= 20  # the training protocol (384x384 squares) is another evaluation for most of them
 
 
 @pytest.mark.slow
@@ -118,7 +205,7 @@ def test_eval_of_a_lora_run_and_compare(tiny_model, omni_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(run / "eval" / "medr1_eval_think-base"), str(run / "eval" / "medr1_eval_think")]) == 0
     out = capsys.readouterr().out
-    assert "| CT |" in out and "95% CI of B - A" in out
+    assert "| CT |" in out and "95% CI of B - A |" in out and "95% CI of B - A (Med-R1) |" in out
     assert main(["compare", str(run), str(run)]) == 2  # two evaluations in the run: ambiguous without --eval
 
 
@@ -143,16 +230,21 @@ def test_matrix_over_two_domains_then_nothing_new(tiny_model, omni_dir, tmp_path
     raw["data"]["train"]["split"] = "train"
     raw["data"]["eval"]["split"] = "test"
     raw["data"]["split"] = {"by": "image", "test_ratio": 0.5, "seed": 1}
-    raw["matrix"] = {"axis": "modality", "train_domains": ["CT", "MRI"]}
+    raw["matrix"] = {"axis": "modality", "train_domains": ["CT", "MRI"], "metric": "accuracy_medr1"}
     recipe = write_recipe(tmp_path / "r.yaml", raw)
     assert main(["matrix", str(recipe)]) == 0
     out = tmp_path / "mx"
     csv_rows = (out / "matrix.csv").read_text().splitlines()
     assert csv_rows[0].startswith("trained_on,") and [r.split(",")[0] for r in csv_rows[1:]] == ["base", "CT", "MRI"]
+    tables = json.loads((out / "matrix.json").read_text())
+    assert tables["metric"] == "accuracy_medr1" and tables["accuracy"].keys() == tables["accuracy_medr1"].keys()
+    shown = [float(x) for x in csv_rows[1].split(",")[1:] if x]  # the heatmap's metric: Med-R1's scorer
+    assert shown == [round(100 * v, 2) for v in tables["accuracy_medr1"]["base"].values() if v is not None]
     assert (out / "matrix.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "matrix_delta.png").read_bytes().startswith(b"\x89PNG")
     md = (out / "matrix.md").read_text()
     assert "by image (no image in both train and test)" in md and "Improvement over the base model" in md
+    assert md.index("(`accuracy_medr1`)") < md.index("(`accuracy`)")  # both tables, the chosen one first
 
     import med_r1.eval.run as run
     import med_r1.train as train
@@ -203,3 +295,25 @@ def test_matrix_refuses_cells_trained_with_another_recipe(tiny_model, omni_dir, 
     assert main(["matrix", recipe, "grpo.learning_rate=0.5"]) == 2
     err = capsys.readouterr().err
     assert "train-ct" in err and "grpo.learning_rate" in err
+
+
+def test_matrix_plan_skips_domains_with_too_few_questions(tmp_path, capsys):
+    root = make_medr1_splits(tmp_path)
+    omni, splits = root / "OmniMedVQA", root / "Splits" / "modality"
+    overrides = [
+        f"data.train.path={splits / 'train'}",
+        f"data.train.image_root={omni}",
+        f"data.eval.path={splits / 'test'}",
+        f"data.eval.image_root={omni}",
+        f"output_dir={tmp_path / 'mx'}",
+    ]
+    assert (
+        main(["matrix", "--dry-run", "recipes/med-r1/cross_modality.yaml", *overrides, "matrix.min_questions=5"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "skipped (fewer than matrix.min_questions=5 training questions): unknown (1)" in out
+    assert "train-x-ray" in out and "train-unknown" not in out and "2 training domains x 2 test domains" in out
+    assert "heatmaps and matrix.csv show: accuracy_medr1" in out
+    assert main(["matrix", "--dry-run", "recipes/med-r1/cross_modality.yaml", *overrides]) == 0  # default 50
+    out = capsys.readouterr().out
+    assert "0 training domains" in out and "CT (6), X-Ray (6), unknown (1)" in out

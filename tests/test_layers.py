@@ -13,7 +13,7 @@ TREES = {"med_r1": "med_r1", "rewards": "med_r1.rewards", "eval": "med_r1.eval"}
 # Imported inside functions, for start-up time (`med-r1 --help`, `med-r1 validate`); anything else goes at the top.
 HEAVY = {
     "accelerate", "datasets", "huggingface_hub", "matplotlib", "nibabel", "peft", "pyarrow", "pydicom", "tokenizers",
-    "torch", "transformers", "trl", "vllm",
+    "torch", "transformers", "trl", "vllm", "qwen_vl_utils",
 }  # fmt: skip
 # The two modules that also import other things inside functions (top-level names), and why.
 ALSO_LAZY = {

@@ -63,6 +63,20 @@ ACCURACY_CASES = [
     ("B", 1.0, 1.0, 0.0),  # no tag: Med-R1 compares the whole completion
     ("The answer is B", 0.0, 1.0, 0.0),
     ("", 0.0, 0.0, 0.0),
+    # hedges name two options: never credited, whichever comes first
+    ("<answer>B or C</answer>", 0.0, 0.0, 0.0),
+    ("<answer>C or B</answer>", 0.0, 0.0, 0.0),
+    ("<answer>B and C</answer>", 0.0, 0.0, 0.0),
+    ("<answer>either A or B</answer>", 0.0, 0.0, 0.0),
+    ("<answer>B/A</answer>", 0.0, 0.0, 0.0),
+    ("<answer>B, A</answer>", 0.0, 0.0, 0.0),
+    ("The answer is B or C", 0.0, 0.0, 0.0),
+    # nested tags read the innermost; Med-R1's first-match regex reads "<answer>B"
+    ("<answer><answer>B</answer></answer>", 0.0, 1.0, 1.0),
+    # several tags: agreeing ones count once; disagreeing ones score 0 (Med-R1's training reward reads the first)
+    ("<answer>B</answer><answer>B</answer>", 1.0, 1.0, 1.0),
+    ("<answer>B</answer><answer>A</answer>", 1.0, 0.0, 0.0),
+    ("<answer>A</answer><answer>B</answer>", 0.0, 0.0, 0.0),
 ]
 
 

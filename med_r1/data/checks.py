@@ -21,9 +21,12 @@ def stats(questions: list[Question]) -> dict:
     for q in questions:
         table[q.modality][q.question_type] += 1
     choice = [q for q in questions if q.answer_type == "choice"]
+    images = {path for q in questions for path in q.images}
     return {
         "questions": len(questions),
-        "images": len({path for q in questions for path in q.images}),
+        "images": len(images),
+        "images_found": sum(Path(path).exists() for path in images),
+        "modalities": dict(sorted(Counter(q.modality for q in questions).items())),
         "datasets": dict(sorted(Counter(q.dataset for q in questions).items())),
         "modality_x_question_type": {m: dict(sorted(c.items())) for m, c in sorted(table.items())},
         "question_types": dict(sorted(Counter(q.question_type for q in questions).items())),
@@ -142,8 +145,20 @@ def summary(problems: list[Problem], shown: int = 20) -> dict:
     }
 
 
-def format_stats(report: dict) -> str:
+def format_stats(report: dict, path: str = "PATH", image_root: str | None = None) -> str:
+    """The stats as text; `image_root` is where the image names were looked up (for the hint on missing ones)."""
     lines = [f"{report['questions']} questions, {report['images']} images, {len(report['datasets'])} datasets"]
+    found, named = report["images_found"], report["images"]
+    line = f"images on disk: {found} of {named}"
+    if found < named:
+        where = f" under {image_root}" if image_root else ""
+        line += (
+            f" ({named - found} not found{where}; `med-r1 data validate {path} --quick` lists them; set "
+            "--image-root to the folder the image paths are relative to: the OmniMedVQA root for Med-R1's files)"
+        )
+    lines.append(line)
+    lines.append("by modality: " + ", ".join(f"{k} {v}" for k, v in report["modalities"].items()))
+    lines.append("by dataset: " + ", ".join(f"{k} {v}" for k, v in report["datasets"].items()))
     types = list(report["question_types"])
     width = max([len(m) for m in report["modality_x_question_type"]] + [8])
     lines.append(" " * width + " | " + " | ".join(types) + " | total")

@@ -102,6 +102,8 @@ def limit(questions: list[Question], n: int | None, seed: int) -> list[Question]
 
 
 def image_overlap(train: list[Question], test: list[Question]) -> list[str]:
-    """Image files used on both sides (sorted). Med-R1's question-level splits share images; by-image splits never do."""
-    train_images = {path for q in train for path in q.images}
-    return sorted({path for q in test for path in q.images} & train_images)
+    """Images used on both sides (sorted), compared by identity: the name relative to the dataset root, so two split
+    files in different folders that name 'Images/X/a.png' share it, whether or not the image root is known (or the
+    files are on disk). Med-R1's question-level splits share images; by-image splits never do."""
+    train_images = {image for q in train for image in q.image_key}
+    return sorted({image for q in test for image in q.image_key} & train_images)

@@ -51,40 +51,96 @@ def detect_format(path: Path) -> str | None:
     return None
 
 
+def _base(fmt: str, path: Path, image_root: str | None) -> Path:
+    """The folder image names are relative to, for resolved `path` and `image_root`."""
+    if fmt == "omnimedvqa":
+        return find_root(path) or path
+    return Path(image_root) if image_root else (path if path.is_dir() else path.parent)
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(fmt: str, path: str, image_root: str | None, roots: tuple[tuple[str, str], ...]) -> LoadResult:
     p = Path(path)
-    base = Path(image_root) if image_root else (p if p.is_dir() else p.parent)
     if fmt == "omnimedvqa":
-        return _with_image_ids(load_omnimedvqa(p, dict(roots)), find_root(p) or p)
-    if fmt == "medr1":
-        return _with_image_ids(load_medr1(p, image_root), base)
-    if fmt == "jsonl":
-        return _with_image_ids(load_jsonl(p, image_root), base)
-    return _with_image_ids(LOADERS[fmt](p, image_root), base)
+        result = load_omnimedvqa(p, dict(roots))
+    elif fmt == "medr1":
+        result = load_medr1(p, image_root)
+    elif fmt == "jsonl":
+        result = load_jsonl(p, image_root)
+    else:
+        result = LOADERS[fmt](p, image_root)
+    return _with_image_ids(result, _base(fmt, p, image_root))
 
 
-def load_source(source: DataSource, where: str = "data.train") -> LoadResult:
-    """Every question of a source, unfiltered, with the problems found while indexing it."""
+def key(where: str, name: str) -> str:
+    """How a message names a source's setting: `data.train.format` in a recipe, `--format` on the command line
+    (where `where` is the argument's name, e.g. PATH)."""
+    if where.startswith("data."):
+        return f"{where}.{name}"
+    return where if name == "path" else f"--{name.replace('_', '-')}"
+
+
+def _resolved(source: DataSource, where: str) -> tuple[str, Path, str | None]:
+    """(format, path, image_root) of a source with both paths resolved, once: what the files name never depends on
+    how the paths were spelled or on the working directory."""
     path = resolve_path(source.path)
     if not path.exists():
-        raise DataError(f"{where}.path: {source.path} does not exist; point it at a dataset folder or file")
+        raise DataError(f"{key(where, 'path')}: {source.path} does not exist; point it at a dataset folder or file")
+    path = path.resolve()
     fmt = source.format
     if fmt == "auto":
         fmt = detect_format(path)
         if fmt is None:
-            raise DataError(f"{where}.path: cannot tell the format of {path}; set {where}.format to one of {FORMATS}")
-    result = _load_cached(fmt, str(path.resolve()), source.image_root, tuple(sorted(source.roots.items())))
+            raise DataError(
+                f"{key(where, 'path')}: cannot tell the format of {path}; set {key(where, 'format')} to one of "
+                f"{', '.join(FORMATS)}"
+            )
+    image_root = str(Path(source.image_root).expanduser().resolve()) if source.image_root else None
+    return fmt, path, image_root
+
+
+def image_root_of(source: DataSource, where: str = "data.train") -> Path:
+    """The folder a source's images are named relative to (resolved): image_root, the OmniMedVQA root, or the
+    input's folder. Converted files name their images relative to it."""
+    fmt, path, image_root = _resolved(source, where)
+    return _base(fmt, path, image_root)
+
+
+def load_source(source: DataSource, where: str = "data.train") -> LoadResult:
+    """Every question of a source, unfiltered, with the problems found while indexing it."""
+    fmt, path, image_root = _resolved(source, where)
+    result = _load_cached(fmt, str(path), image_root, tuple(sorted(source.roots.items())))
+    if not result.questions and all(p.kind == "bad_file" for p in result.problems):
+        raise _nothing_found(path, fmt, source.format, where, result)
     return LoadResult(list(result.questions), list(result.problems))
+
+
+def _nothing_found(path: Path, fmt: str, asked: str, where: str, result: LoadResult) -> DataError:
+    """A format that matches nothing: say what the path holds and which format would read it."""
+    if path.is_dir():
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+        found = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}: {', '.join(entries[:5])}"
+        found += ", ..." if len(entries) > 5 else ""
+        found = found if entries else "an empty folder"
+    else:
+        found = f"a {path.suffix or 'suffix-less'} file"
+    guess = detect_format(path)
+    fix = f"; it looks like format {guess!r}: set {key(where, 'format')} {guess} (or auto)" if guess != fmt else ""
+    how = f"format {fmt!r}" + (" (detected)" if asked == "auto" else "")
+    reasons = [str(p) for p in result.problems[:3]]
+    return DataError(
+        f"{key(where, 'path')}: {path} holds no questions in {how}; it holds {found}{fix if guess else ''}", reasons
+    )
 
 
 def _with_image_ids(result: LoadResult, base: Path) -> LoadResult:
     """Name every image relative to the dataset's root, so splits hash the same wherever the data is copied."""
-    base_text = str(base.resolve()) + os.sep
-    questions = [
-        replace(q, image_ids=tuple(p[len(base_text) :] if p.startswith(base_text) else p for p in q.images))
-        for q in result.questions
-    ]
+    base_text = os.path.normpath(base) + os.sep
+    questions = []
+    for q in result.questions:
+        paths = [os.path.normpath(p) for p in q.images]
+        ids = tuple(Path(p[len(base_text) :]).as_posix() if p.startswith(base_text) else p for p in paths)
+        questions.append(replace(q, image_ids=ids))
     return LoadResult(questions, result.problems)
 
 
