@@ -36,7 +36,7 @@ class EvalImages:
 def qwen_sizable(processor) -> bool:
     """Whether the processor tiles images as qwen-vl-utils assumes: patches merged 2x2 (Qwen2/2.5/3-VL)."""
     image_processor = getattr(processor, "image_processor", None)
-    return getattr(image_processor, "merge_size", None) == 2 and getattr(image_processor, "patch_size", None)
+    return getattr(image_processor, "merge_size", None) == 2 and bool(getattr(image_processor, "patch_size", None))
 
 
 def qwen_sized(images: list[Image.Image], processor) -> list[Image.Image]:

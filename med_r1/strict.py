@@ -133,6 +133,8 @@ def _name(tp: Any) -> str:
         return "a list"
     if typing.get_origin(tp) is dict:
         return "a mapping"
+    if typing.get_origin(tp) is Literal:
+        return ", ".join(repr(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from med_r1.cli import main
-from med_r1.config import Recipe, apply_overrides, load_recipe, parse_recipe
+from med_r1.config import Recipe, apply_overrides, eval_images, load_recipe, parse_recipe
 from med_r1.errors import ConfigError
 
 BASE = {
@@ -162,3 +162,20 @@ def test_ranges_are_checked():
     assert any("data.train.limit: must be at least 1" in p for p in found)
     assert any("eval.batch_size: must be at least 1" in p for p in found)
     assert any("eval.num_samples: must be at least 1" in p for p in found)
+
+
+def test_evaluation_images_default_to_training_and_are_checked():
+    trained = {**BASE, "model": {**BASE["model"], "min_pixels": 3136, "max_pixels": 401408}, "data": {
+        **BASE["data"], "image_size": 384}}  # fmt: skip
+    assert eval_images(parse_recipe(trained)) == (384, 3136, 401408)
+    native = parse_recipe(trained, ["eval.image_size=native", "eval.max_pixels=12845056"])
+    assert eval_images(native) == (None, 3136, 12845056)
+    assert eval_images(parse_recipe(trained, ["eval.image_size=224"]))[0] == 224
+    found = problems(trained, ["eval.image_size=0", "eval.min_pixels=500000", "matrix.min_questions=0"])
+    assert any("eval.image_size: must be at least 1 (or native), got 0" in p for p in found)
+    assert any("eval.min_pixels: the evaluation's min_pixels 500000 exceeds its max_pixels 401408" in p for p in found)
+    assert any("matrix.min_questions: must be at least 1" in p for p in found)
+    assert problems(trained, ["eval.image_size=big", "matrix.metric=f1"]) == [
+        "eval.image_size: expected an integer or 'native', got str 'big'",
+        "matrix.metric: 'f1' is not one of 'accuracy', 'accuracy_medr1'",
+    ]

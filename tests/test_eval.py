@@ -317,3 +317,49 @@ def test_matrix_plan_skips_domains_with_too_few_questions(tmp_path, capsys):
     assert main(["matrix", "--dry-run", "recipes/med-r1/cross_modality.yaml", *overrides]) == 0  # default 50
     out = capsys.readouterr().out
     assert "0 training domains" in out and "CT (6), X-Ray (6), unknown (1)" in out
+
+
+@pytest.mark.slow
+def test_eval_on_medr1_split_files_native_or_square_scored_both_ways(tiny_model, tmp_path, monkeypatch):
+    """Med-R1's own files (paths with spaces, images of many sizes): native images reach the model smart-resized
+    within the pixel bounds, square ones at eval.image_size; the zero-shot prompt is scored on the raw output (only a
+    bare letter counts), the think prompt on the first answer tag, our parser credits both."""
+    from med_r1.eval import generate
+
+    root = make_medr1_splits(tmp_path)
+    splits, omni = root / "Splits" / "modality", str(root / "OmniMedVQA")
+    raw = tiny_recipe(tiny_model, splits / "train", tmp_path / "run")
+    raw["data"] = {
+        "train": {"path": str(splits / "train"), "format": "medr1", "image_root": omni},
+        "eval": {"path": str(splits / "test"), "format": "medr1", "image_root": omni},
+        "image_size": 384,
+    }
+    raw["eval"] = {"model": "base", "max_new_tokens": 4, "min_pixels": 3136, "max_pixels": 12845056}
+    recipe = write_recipe(tmp_path / "r.yaml", raw)
+    seen: list[tuple[int, int]] = []
+
+    def bare_or_tagged(self, conversations):
+        seen.extend(image.size for c in conversations for image in generate.message_images(c))
+        return [["B"] if len(seen) % 2 else ["<answer>B</answer>"] for _ in conversations]
+
+    monkeypatch.setattr(generate.HFBackend, "generate", bare_or_tagged)
+    runs = {"zeroshot": ("medr1_zeroshot", "native"), "square": ("medr1_eval_think", "384")}
+    for name, (prompt, size) in runs.items():
+        seen.clear()
+        args = [f"eval.name={name}", f"eval.prompt={prompt}", f"eval.image_size={size}", "eval.batch_size=1"]
+        assert main(["eval", str(recipe), *args]) == 0
+        rows = lines(tmp_path / "run" / "eval" / name / "predictions.jsonl")
+        assert len(rows) == len(seen) == 10
+        if size == "native":
+            assert all(w % 28 == 0 and h % 28 == 0 and w * h >= 3136 for w, h in seen) and (384, 384) not in seen
+        else:
+            assert set(seen) == {(384, 384)}
+        assert {r["output"] for r in rows if r["solution"] == "B"} == {"B", "<answer>B</answer>"}  # both forms scored
+        for row in rows:
+            gold_b = row["solution"] == "B"
+            assert row["correct"] == gold_b  # "B" and "<answer>B</answer>" alike
+            counted = row["output"] == "B" if prompt == "medr1_zeroshot" else row["output"] == "<answer>B</answer>"
+            assert row["correct_medr1"] == (gold_b and counted), row
+        metrics = json.loads((tmp_path / "run" / "eval" / name / "metrics.json").read_text())
+        assert metrics["medr1_scoring"].startswith("the raw output" if size == "native" else "the first <answer>")
+        assert metrics["overall"]["correct_medr1"] == sum(r["correct_medr1"] for r in rows)

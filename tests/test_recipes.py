@@ -66,3 +66,19 @@ def test_accelerate_configs_load(name, kind):
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["think_full", "think_lora", "nothink_full", "nothink_lora", "cross_modality", "cross_task"]
+)
+def test_paper_recipes_follow_medr1s_scripts(name):
+    """Think: 8 prompts per optimizer step (2 GPUs x 2 per device x accumulation 2), save_steps 1000; no-think: 4
+    prompts (2 x 1 x 2), save_steps 200. All evaluate at native resolution within Qwen's pixel bounds."""
+    recipe = load_recipe(REPO / "recipes" / "med-r1" / f"{name}.yaml")
+    g = recipe.grpo
+    prompts = g["per_device_train_batch_size"] * g["gradient_accumulation_steps"] // g["num_generations"]  # one GPU
+    think = recipe.prompt.template == "medr1_think"
+    assert (prompts, g["save_steps"]) == ((8, 1000) if think else (4, 200))
+    assert (recipe.eval.image_size, recipe.eval.min_pixels, recipe.eval.max_pixels) == ("native", 3136, 12845056)
+    if name.startswith("cross"):
+        assert recipe.matrix.metric == "accuracy_medr1" and recipe.matrix.min_questions == 50
