@@ -157,6 +157,16 @@ def summarise(results: dict) -> None:
         )
 
 
+def _read_log(path: Path) -> dict:
+    """The results of a --log file, by G and sharing; a G with runs of only one kind is left out."""
+    results: dict = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            run = json.loads(line)
+            results.setdefault(run["generations"], {False: [], True: []})[run["share"]].append(run)
+    return {g: runs for g, runs in sorted(results.items()) if runs[False] and runs[True]}
+
+
 def _span(values: list[float], digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
@@ -170,6 +180,11 @@ def main() -> None:
     parser.add_argument("--vision-layers", type=int, default=1)
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: 151,936 x text layers / 28)")
     parser.add_argument("--model", help="where to build (or find) the random model; default: a temporary folder")
+    parser.add_argument(
+        "--log",
+        help="append every run's figures to this JSON-lines file as it ends (an interrupted benchmark keeps them)",
+    )
+    parser.add_argument("--summarise", metavar="LOG", help="print the table from a --log file and exit (runs nothing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--share", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -178,6 +193,9 @@ def main() -> None:
         print(
             json.dumps(worker(Path(args.worker), args.share == "on", args.generations[0], args.steps, Path(args.out)))
         )
+        return
+    if args.summarise:
+        summarise(_read_log(Path(args.summarise)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,6 +215,9 @@ def main() -> None:
                 for share in order:
                     result = run_worker(model, share, generations, args.steps, tmp)
                     results[generations][share].append(result)
+                    if args.log:
+                        with open(args.log, "a") as log:
+                            log.write(json.dumps({"generations": generations, "share": share, **result}) + "\n")
                     median = statistics.median(s["step_s"] for s in result["steps"])
                     print(
                         f"round {round_ + 1} G={generations} {'shared' if share else 'unshared'}: {median:.2f} s/step"
