@@ -40,7 +40,8 @@ def cmd_train(args) -> int:
     from med_r1.config import load_recipe
     from med_r1.train import train
 
-    trained = train(load_recipe(args.recipe, args.overrides), _run_args(args))
+    overrides = args.overrides + (["verbose=true"] if args.verbose else [])
+    trained = train(load_recipe(args.recipe, overrides), _run_args(args))
     print("done: " + "\n      ".join(trained.summary))
     print(f"next: med-r1 eval {_run_args(args)}")
     return 0
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  med-r1 train recipes/quickstart.yaml resume=true        # continue from the last complete checkpoint",
     )
     _overrides(p)
+    p.add_argument(
+        "--verbose", action="store_true", help="print every metric at each logging step (same as verbose=true)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = command(

@@ -15,6 +15,8 @@ import re
 import threading
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from med_r1.config import ModelConfig
 from med_r1.errors import UserError
 from med_r1.io import safetensors_whole
@@ -207,7 +209,6 @@ def apply_pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None
 
 def load_model(config: ModelConfig, cuda: bool):
     """The policy model, frozen as the recipe asks (LoRA adapters are added later by TRL from `lora_config`)."""
-    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText
 
     try:

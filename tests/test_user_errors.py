@@ -968,9 +968,7 @@ CASES: list[Case] = [
         ],
         check=lambda c: assert_files(c.run, "metrics.jsonl", "rewards.png"),
     ),
-    Case(
-        "verbose-brings-the-metrics-back", "17", [Run(["train", "{recipe}", "verbose=true"], rc=0, says=("'loss':",))]
-    ),
+    Case("verbose-brings-the-metrics-back", "17", [Run(["train", "{recipe}", "--verbose"], rc=0, says=("'loss':",))]),
 ]
 
 DUPLICATE_GRPO = """\
