@@ -59,11 +59,25 @@ def _independent(a: dict, b: dict, metric: str = "accuracy") -> tuple[float, flo
     return (pb - pa - 1.96 * se, pb - pa + 1.96 * se)
 
 
+def read_results(folder: Path) -> tuple[dict, list[dict]]:
+    """An evaluation's metrics.json and predictions.jsonl; a UserError naming the file when either is damaged."""
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict) or not all(k in metrics for k in ("overall", *(f"by_{g}" for g in GROUPS))):
+            raise ValueError("not the metrics `med-r1 eval` writes")
+        predictions = read_jsonl(folder / "predictions.jsonl")
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{folder}: cannot read its results ({type(exc).__name__}: {exc}); rerun `med-r1 eval` with the same "
+            "recipe to rewrite metrics.json from predictions.jsonl"
+        ) from None
+    return metrics, predictions
+
+
 def compare(path_a: Path, path_b: Path, name: str | None = None) -> str:
     dir_a, dir_b = find_eval(path_a, name), find_eval(path_b, name)
-    metrics_a = json.loads((dir_a / "metrics.json").read_text())
-    metrics_b = json.loads((dir_b / "metrics.json").read_text())
-    preds_a, preds_b = read_jsonl(dir_a / "predictions.jsonl"), read_jsonl(dir_b / "predictions.jsonl")
+    (metrics_a, preds_a), (metrics_b, preds_b) = read_results(dir_a), read_results(dir_b)
     lines = [f"A: {dir_a}", f"B: {dir_b}", ""]
     sections = [("overall", {"all": metrics_a["overall"]}, {"all": metrics_b["overall"]}, None)]
     sections += [(g, metrics_a[f"by_{g}"], metrics_b[f"by_{g}"], g) for g in GROUPS]
@@ -93,7 +107,10 @@ def _difference(a: dict | None, b: dict | None, rows_a: list[dict], rows_b: list
         return f" {_pct(a, metric)} | {_pct(b, metric)} | - | - |"
     lo, hi = _paired(rows_a, rows_b, _CORRECT[metric]) or _independent(a, b, metric)
     delta = b[metric] - a[metric]
-    return f" {_pct(a, metric)} | {_pct(b, metric)} | {100 * delta:+.1f} | {100 * lo:+.1f} to {100 * hi:+.1f} |"
+    interval = f"{100 * lo:+.1f} to {100 * hi:+.1f}"
+    if a[metric] == b[metric] and a[metric] in (0.0, 1.0):  # no spread to estimate one from
+        interval = f"undefined ({'0' if a[metric] == 0 else 'n'}/n right on both sides)"
+    return f" {_pct(a, metric)} | {_pct(b, metric)} | {100 * delta:+.1f} | {interval} |"
 
 
 def _pct(cell: dict | None, metric: str = "accuracy") -> str:

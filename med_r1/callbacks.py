@@ -1,4 +1,5 @@
-"""Trainer callbacks that write the run folder: metrics.jsonl (one line per logging step) and the reward plot."""
+"""Trainer callbacks: metrics.jsonl (one line per logging step), the reward plot, one compact line per logging step on
+the terminal, and the SIGINT/SIGTERM stop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 import signal
 from pathlib import Path
 
-from transformers import TrainerCallback
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from med_r1.io import append_jsonl, atomic_write_text, read_jsonl
 
@@ -76,6 +78,61 @@ def plot_rewards(metrics_path: Path, out_path: Path) -> bool:
     plt.close(fig)
     tmp.replace(out_path)
     return True
+
+
+def compact_logging(trainer, rewards: list[str]) -> None:
+    """Replace Trainer's dictionary of every metric at each logging step (six lines of ~40 metrics, which bury the
+    progress bar) with one line (`CompactLog`); the progress bar stays. metrics.jsonl still gets every metric."""
+    trainer.remove_callback(PrinterCallback)  # what Trainer prints with disable_tqdm
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress)
+    trainer.add_callback(CompactLog(rewards))
+
+
+class QuietProgress(ProgressCallback):
+    """Trainer's progress bar, without the metric dictionaries it writes above itself."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class CompactLog(TrainerCallback):
+    """One line per logging step: step, total reward and each reward's mean, KL, seconds per step (and the same for
+    periodic evaluation), written above the progress bar."""
+
+    def __init__(self, rewards: list[str]):
+        self.rewards = rewards
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = compact_line(logs, state.global_step, state.max_steps, self.rewards)
+        if line is None:
+            return
+        if args.disable_tqdm:
+            print(line, flush=True)
+        else:
+            tqdm.write(line)  # above the bar, which is redrawn below it
+
+
+def compact_line(logs: dict, step: int, max_steps: int, rewards: list[str]) -> str | None:
+    """`step 12/200 | reward 0.531 | format_partial 0.4 format 0 accuracy 0.125 | kl 0.0012 | 1.9 s/step`; None for
+    a log without a reward (the end-of-training totals)."""
+    prefix = "eval_" if "eval_reward" in logs else ""
+    if f"{prefix}reward" not in logs:
+        return None
+    parts = [f"{'eval at ' if prefix else ''}step {step}/{max_steps}", f"reward {_short(logs[f'{prefix}reward'])}"]
+    means = [(name, logs.get(f"{prefix}rewards/{name}/mean")) for name in rewards]
+    parts.append(" ".join(f"{name} {_short(value)}" for name, value in means if value is not None))
+    if f"{prefix}kl" in logs:
+        parts.append(f"kl {_short(logs[f'{prefix}kl'])}")
+    if logs.get("step_time") is not None:
+        parts.append(f"{logs['step_time']:.1f} s/step")
+    return " | ".join(p for p in parts if p)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
 
 
 def _plain(value):

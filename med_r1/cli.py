@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -24,15 +25,25 @@ EXIT_USER_ERROR = 2
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a YAML recipe, e.g. recipes/quickstart.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+    # default=[]: argparse otherwise lists a missing recipe's overrides as required too
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="key.sub=value", help="recipe overrides, e.g. grpo.beta=0.04"
+    )
+
+
+def _run_args(args) -> str:
+    """The recipe and overrides as typed (shell-quoted), for commands that continue or evaluate this run."""
+    return shlex.join([args.recipe, *(o for o in args.overrides if not o.startswith("resume="))])
 
 
 def cmd_train(args) -> int:
     from med_r1.config import load_recipe
     from med_r1.train import train
 
-    final = train(load_recipe(args.recipe, args.overrides))
-    print(f"done: final model in {final}")
+    overrides = args.overrides + (["verbose=true"] if args.verbose else [])
+    trained = train(load_recipe(args.recipe, overrides), _run_args(args))
+    print("done: " + "\n      ".join(trained.summary))
+    print(f"next: med-r1 eval {_run_args(args)}")
     return 0
 
 
@@ -123,8 +134,10 @@ def cmd_data_convert(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
+    from med_r1.io import check_output_folder
     from med_r1.tiny import build_tiny_qwen2vl
 
+    check_output_folder(Path(args.out_dir), args.force, "tiny-model OUT_DIR")
     print(f"tiny {args.arch} written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed, arch=args.arch)}")
     return 0
 
@@ -144,6 +157,7 @@ def cmd_rewards_check(args) -> int:
 
     from med_r1.records import Question, column_values
     from med_r1.rewards import get_reward
+    from med_r1.rewards.guard import raised_at
 
     kwargs = {}
     for item in args.kwarg:
@@ -156,7 +170,14 @@ def cmd_rewards_check(args) -> int:
     answer_type = args.answer_type or ("choice" if options or len(args.solution) == 1 else "open")
     question = Question("cli-0", "cli", (), "", tuple(options), args.solution, "unknown", "unknown", answer_type)
     completion = [[{"role": "assistant", "content": args.completion}]]
-    print(fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))[0])
+    try:
+        scores = fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))
+        print(list(scores)[0])
+    except Exception as exc:  # the plugin's own bug: say where, without burying it under med-r1's frames
+        raise UserError(
+            f"reward {args.spec!r} raised {type(exc).__name__}: {exc} (at {raised_at(exc)}); it must return one "
+            "float or None per completion"
+        ) from None
     return 0
 
 
@@ -168,15 +189,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"med-r1 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a policy with GRPO from a recipe")
+    def command(name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
+        "train",
+        "train a policy with GRPO from a recipe",
+        "Train the recipe's model with GRPO on its data.train and rewards, into output_dir: recipe.yaml, "
+        "metrics.jsonl, rewards.png, checkpoint-*/ and the final model/. The recipe is checked first (as `med-r1 "
+        "validate` does); overrides replace recipe values, and a folder that holds a run is continued only with "
+        "resume=true.",
+        "  med-r1 train recipes/quickstart.yaml\n"
+        '  med-r1 train recipes/med-r1/think_lora.yaml grpo.learning_rate=5.0e-7 "data.train.modalities=[CT]"\n'
+        "  med-r1 train recipes/quickstart.yaml resume=true        # continue from the last complete checkpoint",
+    )
     _overrides(p)
+    p.add_argument(
+        "--verbose", action="store_true", help="print every metric at each logging step (same as verbose=true)"
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("validate", help="check a recipe, its data and rewards without loading model weights")
+    p = command(
+        "validate",
+        "check a recipe, its data and rewards without loading model weights",
+        "Check everything `med-r1 train` would, without loading weights or writing anything: every recipe key, "
+        "GRPOConfig, the data (records, image files, duplicate ids), the rewards on real rows and the gold "
+        "self-check, prompt lengths, the model's config.json and processor, output_dir and resume. Every problem "
+        "is listed at once; exit status 2 if there is any.",
+        "  med-r1 validate recipes/quickstart.yaml\n"
+        "  med-r1 validate recipes/med-r1/think_full.yaml data.train.path=/data/OmniMedVQA",
+    )
     _overrides(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("eval", help="evaluate a base model or trained run on the recipe's evaluation data")
+    p = command(
+        "eval",
+        "evaluate a base model or trained run on the recipe's evaluation data",
+        "Generate an answer for every question of data.eval and score it with the answer parser the rewards use. "
+        "Writes output_dir/eval/<name>/ (predictions.jsonl, metrics.json, metrics.md); an interrupted evaluation "
+        "resumes. Evaluates the run's final model, or the base model when there is none (eval.model=base forces it).",
+        "  med-r1 eval recipes/quickstart.yaml\n"
+        "  med-r1 eval recipes/quickstart.yaml eval.model=base eval.prompt=medr1_zeroshot eval.name=zeroshot\n"
+        "  med-r1 eval recipes/quickstart.yaml eval.model=runs/quickstart/checkpoint-100",
+    )
     _overrides(p)
     p.set_defaults(func=cmd_eval)
 
@@ -192,9 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL offline (tests, quickstart)")
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+    p.add_argument("out_dir", help="folder to write the model to; it must be new or empty (see --force)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed of the weights; the same seed gives the same bytes"
+    )
+    p.add_argument(
+        "--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"], help="model family to build"
+    )
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
     p.set_defaults(func=cmd_tiny_model)
 
     data = sub.add_parser("data", help="inspect, check and convert datasets")
@@ -235,11 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rewards_list)
     p = rsub.add_parser("check", help="score one completion with a reward (debug a plugin by hand)")
     p.add_argument("spec", help="a built-in name, entry point, package.module:function or file.py:function")
-    p.add_argument("--completion", required=True)
+    p.add_argument("--completion", required=True, help="the model's output to score, e.g. '<answer>B</answer>'")
     p.add_argument("--solution", required=True, help="the correct letter (or answer text for open questions)")
     p.add_argument("--options", nargs="*", help="option texts in letter order")
-    p.add_argument("--answer-type", choices=["choice", "closed", "open"])
-    p.add_argument("--kwarg", action="append", default=[], metavar="name=value", help="reward kwargs")
+    p.add_argument(
+        "--answer-type",
+        choices=["choice", "closed", "open"],
+        help="the question's kind; default: choice with --options or a one-letter solution, else open",
+    )
+    p.add_argument(
+        "--kwarg", action="append", default=[], metavar="name=value", help="a reward kwarg (repeatable), YAML value"
+    )
     p.set_defaults(func=cmd_rewards_check)
     return parser
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,6 +178,9 @@ class GuardsConfig:
     """Optimizer steps with a non-finite loss or gradient norm are skipped; this many in a row stop the run."""
     check_prompt_length: bool = True
     """Before training, fail on any question whose image + text tokens + max_completion_length exceed the model."""
+    max_bad_rows: float = 0.05
+    """With data.skip_bad_rows: the share of training rows whose images may fail to decode during training (each is
+    skipped and logged) before the run stops; at least one is always allowed."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,9 @@ class Recipe:
     """Passed to trl.GRPOConfig (learning_rate, num_generations, beta, loss_type, use_vllm, ...)."""
     resume: bool | str = False
     """true: continue from the last checkpoint in output_dir; a path: from that checkpoint."""
+    verbose: bool = False
+    """Print every metric at each logging step (TRL's dictionary) instead of one compact line; metrics.jsonl always
+    holds them all."""
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
@@ -227,6 +234,54 @@ _GRPO_OWNED = {
 }
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (SafeLoader silently keeps the last one)."""
+
+    def construct_document(self, node):
+        duplicates = list(_duplicate_keys(node, ""))
+        if duplicates:
+            raise ConfigError(f"{self.name}: keys given twice (YAML keeps only the last; remove one):", duplicates)
+        return super().construct_document(node)
+
+
+def _duplicate_keys(node: yaml.Node, path: str):
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]")
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = f"{path}.{key.value}" if path else key.value
+            line = key.start_mark.line + 1
+            if key.value in first:
+                yield f"{name}: line {first[key.value]} and line {line}"
+            first.setdefault(key.value, line)
+            yield from _duplicate_keys(value, name)
+
+
+def read_yaml(path: Path):
+    """A YAML file as Python data: UTF-8 text, no key given twice; a ConfigError naming the file and line if not."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    loader = RecipeLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe file, apply `key.sub=value` overrides and validate it; raise ConfigError listing all problems."""
     path = Path(path)
@@ -234,11 +289,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(
             f"recipe file not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml."
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_recipe(raw, overrides, source=str(path))
+    return parse_recipe(read_yaml(path) or {}, overrides, source=str(path))
 
 
 def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "recipe") -> Recipe:
@@ -247,8 +298,10 @@ def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "re
         raise ConfigError(f"{source}: the recipe must be a mapping of keys to values")
     raw = apply_overrides(raw, overrides or [], errors)
     recipe = build(Recipe, raw, "", errors)
+    grpo = recipe.grpo if recipe is not None else raw.get("grpo")
+    if isinstance(grpo, dict):  # checked even when other sections are wrong: every problem in one list
+        errors += _check_grpo(grpo)
     if recipe is not None:
-        errors += _check_grpo(recipe.grpo)
         errors += _check_recipe(recipe)
     if errors:
         noun = "problem" if len(errors) == 1 else "problems"
@@ -346,6 +399,71 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True))
 
 
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _at_least_one(v) -> bool:
+    return v >= 1
+
+
+def _share(v) -> bool:
+    return 0 < v <= 1
+
+
+# GRPOConfig values with an obvious domain: (check, what the value must be). TRL and Trainer check few of these, and a
+# value outside its domain either trains silently without effect (learning_rate: 0) or fails deep inside torch.
+_GRPO_DOMAINS: dict[str, tuple[Any, str]] = {
+    "learning_rate": (_positive, "greater than 0"),
+    "temperature": (_positive, "greater than 0"),
+    "top_p": (_share, "in (0, 1]"),
+    "min_p": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "top_k": (_non_negative, "0 (off) or more"),
+    "repetition_penalty": (_positive, "greater than 0"),
+    "beta": (_non_negative, "0 or more"),
+    "epsilon": (_non_negative, "0 or more"),
+    "epsilon_high": (_non_negative, "0 or more"),
+    "delta": (_positive, "greater than 0"),
+    "num_generations": (lambda v: v >= 2, "at least 2 (GRPO compares completions of the same prompt)"),
+    "num_generations_eval": (_at_least_one, "at least 1"),
+    "num_iterations": (_at_least_one, "at least 1"),
+    "per_device_train_batch_size": (_at_least_one, "at least 1"),
+    "per_device_eval_batch_size": (_at_least_one, "at least 1"),
+    "gradient_accumulation_steps": (_at_least_one, "at least 1"),
+    "steps_per_generation": (_at_least_one, "at least 1"),
+    "generation_batch_size": (_at_least_one, "at least 1"),
+    "max_completion_length": (_at_least_one, "at least 1"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "at least 1 (or -1: train for num_train_epochs)"),
+    "num_train_epochs": (_positive, "greater than 0"),
+    "logging_steps": (_positive, "greater than 0"),
+    "save_steps": (_positive, "greater than 0"),
+    "eval_steps": (_positive, "greater than 0"),
+    "save_total_limit": (_at_least_one, "at least 1 (or null: keep every checkpoint)"),
+    "warmup_steps": (_non_negative, "0 or more"),
+    "weight_decay": (_non_negative, "0 or more"),
+    "max_grad_norm": (_non_negative, "0 or more"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_epsilon": (_positive, "greater than 0"),
+    "top_entropy_quantile": (_share, "in (0, 1]"),
+    "vllm_gpu_memory_utilization": (_share, "in (0, 1]"),
+}
+
+
+def _grpo_domain_problems(grpo: dict[str, Any]) -> list[str]:
+    """Every `grpo:` value outside its obvious domain (types were checked first; other values are TRL's to judge)."""
+    problems = []
+    for key, (ok, wanted) in _GRPO_DOMAINS.items():
+        value = grpo.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not (math.isfinite(value) and ok(value)):
+            problems.append(f"grpo.{key}: must be {wanted}, got {value}")
+    return problems
+
+
 def _check_grpo(grpo: dict[str, Any]) -> list[str]:
     """Check `grpo:` keys and simple value types against trl.GRPOConfig's fields; fix numbers YAML read as strings."""
     from trl import GRPOConfig  # lazy: trl imports torch, and `--help` never needs it
@@ -369,7 +487,7 @@ def _check_grpo(grpo: dict[str, Any]) -> list[str]:
             errors += trial
             if not trial:
                 grpo[key] = converted
-    return errors
+    return errors + _grpo_domain_problems(grpo)
 
 
 def _check_recipe(recipe: Recipe) -> list[str]:
@@ -417,6 +535,10 @@ def _check_recipe(recipe: Recipe) -> list[str]:
         )
     if recipe.matrix.min_questions < 1:
         errors.append(f"matrix.min_questions: must be at least 1, got {recipe.matrix.min_questions}")
+    if not 0.0 <= recipe.guards.max_bad_rows <= 1.0:
+        errors.append(
+            f"guards.max_bad_rows: must be between 0 and 1 (a share of the rows), got {recipe.guards.max_bad_rows}"
+        )
     if recipe.guards.max_nonfinite_steps < 1:
         errors.append(f"guards.max_nonfinite_steps: must be at least 1, got {recipe.guards.max_nonfinite_steps}")
     if recipe.data.frames < 1:

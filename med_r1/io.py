@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file in place."""
+"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file in place, and the check
+that a command writing a folder does not write over files already there."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from med_r1.errors import UserError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -58,3 +61,29 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def safetensors_whole(path: Path) -> bool:
+    """The file is as long as its header says (a save cut short by a crash or a full disk is not)."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + length + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def check_output_folder(path: Path, force: bool, what: str) -> None:
+    """`path` may be written by `what`: it is new, an empty folder, or `force` says its files may be replaced.
+    A file in its place is an error even with `force` (a folder cannot be written there)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what}: {path} is a file, not a folder; give a folder to write to")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise UserError(
+            f"{what}: {path} already holds files ({shown}); nothing was written. Give a new or empty folder, or pass "
+            "--force to write into it anyway (files of the same name are replaced)"
+        )

@@ -12,6 +12,7 @@ nothing new.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import logging
@@ -25,8 +26,9 @@ import med_r1.eval.run
 import med_r1.train
 from med_r1 import run_folder
 from med_r1.config import Recipe
+from med_r1.data.selection import filter_questions
 from med_r1.data.taxonomy import slug
-from med_r1.errors import UserError
+from med_r1.errors import DataError, UserError
 from med_r1.eval.metrics import METRICS
 from med_r1.io import atomic_write_json, atomic_write_text, read_jsonl
 from med_r1.plan import build_plan
@@ -65,6 +67,26 @@ def domains(recipe: Recipe, train: list, test: list) -> tuple[list[str], list[st
     train_domains = matrix.train_domains or sorted(d for d in sizes if d not in skipped)
     test_domains = matrix.test_domains or sorted({getattr(q, axis) for q in test})
     return train_domains, test_domains, skipped
+
+
+def domain_problems(recipe: Recipe, train: list, test: list) -> list[str]:
+    """Domains named in `matrix:` that match no question, found before anything runs (each training would fail on
+    its own, after the baseline evaluation)."""
+    axis, field = recipe.matrix.axis, "modalities" if recipe.matrix.axis == "modality" else "question_types"
+    problems = []
+    for key, named, questions in (
+        ("matrix.train_domains", recipe.matrix.train_domains, train),
+        ("matrix.test_domains", recipe.matrix.test_domains, test),
+    ):
+        present = sorted({getattr(q, axis) for q in questions})
+        for domain in named:
+            try:
+                filter_questions(questions, **{field: [domain]}, where=key)
+            except DataError:
+                close = difflib.get_close_matches(domain, present, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{key}: {domain!r} matches no {axis}{hint}; present: {', '.join(present)}")
+    return problems
 
 
 def cells(recipe: Recipe, train_domains: list[str]) -> list[Cell]:
@@ -112,6 +134,9 @@ def eval_status(cell: Cell, n_questions: int) -> str:
 
 def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
     data = build_plan(recipe, "matrix")
+    problems = domain_problems(recipe, data.train, data.eval)
+    if problems:
+        raise UserError("matrix: domains that match no question (nothing was run):", problems)
     train_domains, test_domains, skipped = domains(recipe, data.train, data.eval)
     n_eval = len(data.eval)
     plan = cells(recipe, train_domains)

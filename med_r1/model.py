@@ -8,12 +8,18 @@ module (as `med-r1 validate` does) stays cheap.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import re
+import threading
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from med_r1.config import ModelConfig
 from med_r1.errors import UserError
+from med_r1.io import safetensors_whole
 from med_r1.tiny import BUILTIN_NAME, builtin_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -52,25 +58,120 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
-    """A local folder must hold a model; anything else must at least look like a hub id ('org/name')."""
+    """A local folder must hold a model whose config.json transformers understands; anything else must at least look
+    like a hub id ('org/name')."""
     if name_or_path == BUILTIN_NAME:
         return
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise UserError(f"{where}: {name_or_path} holds no config.json: it is not a model folder")
+        check_model_config(path, where)
         return
     if name_or_path.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
         raise UserError(f"{where}: {name_or_path} does not exist; give a model folder or a Hugging Face model id")
 
 
-def not_downloaded_offline(name_or_path: str) -> bool:
-    """A Hugging Face model id that is not in the local cache while the Hub is offline (HF_HUB_OFFLINE=1)."""
+def check_model_config(folder: Path, where: str = "model.name_or_path") -> None:
+    """The folder's config.json (when it has one) names a model type this transformers knows; read as JSON, so no
+    weights are loaded and a bad file is reported before training rather than as a traceback at load time."""
+    path = folder / "config.json"
+    if not path.exists():
+        return  # a LoRA adapter folder: its base model is checked where it is loaded
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{where}: {path} is not readable JSON ({exc}); restore the model's config.json") from None
+    import transformers  # lazy: transformers takes seconds to import
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not model_type:
+        raise UserError(
+            f"{where}: {path} has no model_type, so transformers cannot tell which model it is; restore the model's "
+            "config.json (a Qwen2-VL model has model_type: qwen2_vl)"
+        )
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING_NAMES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(
+            f"{where}: {path} has model_type {model_type!r}{hint}, which transformers {transformers.__version__} does "
+            "not know: fix model_type, or install a transformers version that has this model"
+        )
+
+
+HUB_TIMEOUT = 5.0
+"""Seconds the Hugging Face Hub has to answer before a model id that is not cached counts as out of reach."""
+
+
+def hub_status(name_or_path: str) -> tuple[str, str]:
+    """Where a recipe's model would come from, found in seconds, before anything waits on the Hub:
+
+    ('local', '') a folder or the built-in tiny model; ('cached', '') in the Hugging Face cache; ('offline', '') not
+    cached and HF_HUB_OFFLINE is set; ('downloadable', '') the Hub has it; ('missing', why) the Hub says no such
+    model; ('unreachable', why) the Hub did not answer.
+    """
     from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
-    if name_or_path == BUILTIN_NAME or Path(name_or_path).expanduser().exists() or not is_offline_mode():
-        return False
-    return not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+    if name_or_path == BUILTIN_NAME or Path(name_or_path).expanduser().exists():
+        return "local", ""
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return "cached", ""
+    if is_offline_mode():
+        return "offline", ""
+    return _ask_hub(name_or_path)
+
+
+def _ask_hub(repo_id: str) -> tuple[str, str]:
+    """One request for the model's metadata, bounded in time (name resolution included, hence the thread)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    answer: list[tuple[str, str]] = []
+
+    def ask() -> None:
+        try:
+            HfApi().model_info(repo_id, timeout=HUB_TIMEOUT)
+            answer.append(("downloadable", ""))
+        except GatedRepoError:
+            answer.append(("downloadable", "gated: accept its licence on the Hub and log in (hf auth login)"))
+        except RepositoryNotFoundError:
+            answer.append(("missing", "the Hub has no such model (or it is private and you are not logged in)"))
+        except Exception as exc:  # connection refused, name resolution, timeouts, proxies: all mean out of reach
+            answer.append(("unreachable", f"{type(exc).__name__}: {exc}".strip()))
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(2 * HUB_TIMEOUT)
+    return answer[0] if answer else ("unreachable", f"no answer within {2 * HUB_TIMEOUT:.0f} s")
+
+
+def hub_problem(name_or_path: str, offline_ok: bool = False) -> tuple[str | None, str | None, bool]:
+    """(error, warning, processor loadable) about getting the model from the Hub; no error or warning when it is
+    local or cached. With `offline_ok` (validate), a model that is not cached while the Hub is offline is a warning."""
+    from huggingface_hub import constants
+
+    status, why = hub_status(name_or_path)
+    where = f"model.name_or_path: {name_or_path} is not a local folder and not in the Hugging Face cache"
+    fetch = (
+        f"download it where the Hub is reachable (hf download {name_or_path}) and copy the cache "
+        "(HF_HOME) here, or set model.name_or_path to a local model folder"
+    )
+    if status == "offline":
+        message = f"{where}, and the Hub is offline (HF_HUB_OFFLINE=1): {fetch}, or unset HF_HUB_OFFLINE"
+        if offline_ok:
+            skipped = "its processor was not loaded, so prompt lengths and vLLM image tokens were not checked"
+            return None, f"{message}. Until then {skipped}", False
+        return message, None, False
+    if status == "unreachable":
+        return f"{where}, and the Hub ({constants.ENDPOINT}) cannot be reached ({why[:200]}): {fetch}", None, False
+    if status == "missing":
+        return f"{where}, and {why}: check the spelling (org/name)", None, False
+    if status == "downloadable":
+        note = f"; {why}" if why else ""
+        warning = f"model.name_or_path: {name_or_path} is not downloaded yet; training downloads it from the Hub{note}"
+        return None, warning, True
+    return None, None, True
 
 
 def load_processor(name_or_path: str, config: ModelConfig | None = None):
@@ -121,6 +222,13 @@ def load_model(config: ModelConfig, cuda: bool):
         model = AutoModelForImageTextToText.from_pretrained(
             resolve_model_path(config.name_or_path), **pretrained_kwargs(config, cuda)
         )
+    except SafetensorError as exc:  # a weights file cut short (an interrupted copy or download) or not safetensors
+        folder = Path(resolve_model_path(config.name_or_path))
+        damaged = [p.name for p in sorted(folder.glob("*.safetensors")) if not safetensors_whole(p)]
+        raise UserError(
+            f"model.name_or_path: the weights in {config.name_or_path} cannot be read ({exc}): "
+            f"{', '.join(damaged) or 'a *.safetensors file'} is cut short or damaged; copy or download the model again"
+        ) from None
     except (OSError, ValueError) as exc:
         raise UserError(
             f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}"

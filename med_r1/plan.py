@@ -6,7 +6,8 @@ The plan holds the questions (train, eval), the dataset rows, the guarded reward
 and the object) and the processor; each is built exactly once, here, and `train.build_trainer` only assembles them.
 What a command does not need is not built (`NEEDS`): `eval` and `matrix` need questions only; `validate` builds all
 that `train` does, but a Hugging Face model that is not downloaded while the Hub is offline is a warning there (the
-checks that need its processor are skipped). No weights are loaded here: `build_trainer` loads them.
+checks that need its processor are skipped); `validate` also checks the run folder and `resume` without touching
+them. No weights are loaded here: `build_trainer` loads them.
 
 Problems of every kind (recipe, rewards, data, processor, the checks before training) go into one list, raised
 together, so one `med-r1 validate` lists everything that needs fixing. A check whose input could not be built (rewards
@@ -19,8 +20,10 @@ import copy
 import importlib.util
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
 from med_r1.errors import ConfigError, DataError, UserError
@@ -29,8 +32,8 @@ from med_r1.model import (
     apply_pixel_bounds,
     check_model_path,
     cuda_available,
+    hub_problem,
     load_processor,
-    not_downloaded_offline,
     resolve_model_path,
 )
 from med_r1.records import IMAGES, Question
@@ -82,10 +85,13 @@ class Plan:
     processor: Any = None
     """The policy's processor with the recipe's pixel bounds (None where validate could not get it offline)."""
     images: rows.ImageLoader | None = None
+    train_reader: rows.TrainingRows | None = None
+    """Decodes the training rows' images as they are read (and skips unreadable ones with data.skip_bad_rows)."""
     train_rows: dict[str, list] | None = None
     """Dataset columns of the training questions: prompt, image paths and the reward columns."""
     eval_rows: dict[str, list] | None = None
     """The same for data.eval, when TRL's periodic evaluation (grpo.eval_strategy) scores it."""
+    eval_reader: rows.TrainingRows | None = None
     share_prompt: str = ""
     """What `model.share_prompt` will do with this model (validate prints it)."""
     longest_prompt: int | None = None
@@ -110,7 +116,10 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         plan.rewards = _attempt(errors, build_rewards, recipe) or []
         before = len(errors)
         _attempt(errors, check_model_path, recipe.model.name_or_path)
-        processor_ready = len(errors) == before
+        processor_ready = len(errors) == before and _hub(plan, needs, errors)
+        _attempt(errors, run_folder.check_writable, Path(recipe.output_dir))
+        if purpose == "validate":  # train checks these itself, first, and may tidy the folder while doing so
+            _attempt(errors, _check_resume, plan)
 
     train_ok = False
     if needs.train_data:
@@ -134,8 +143,14 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         if train_ok:
             plan.images = rows.ImageLoader.from_config(recipe.data)
             plan.train_rows = rows.to_records(plan.train, recipe.prompt)
+            plan.train_reader = rows.TrainingRows(
+                plan.images, plan.train_rows, recipe.data.skip_bad_rows, recipe.guards.max_bad_rows
+            )
             if plan.eval and plan.grpo_config is not None and plan.grpo_config.eval_strategy != "no":
                 plan.eval_rows = rows.to_records(plan.eval, recipe.prompt)
+                plan.eval_reader = rows.TrainingRows(
+                    plan.images, plan.eval_rows, recipe.data.skip_bad_rows, recipe.guards.max_bad_rows
+                )
             if plan.rewards:
                 errors += _reward_problems(plan)
             if plan.processor is not None and plan.grpo_config is not None:
@@ -213,17 +228,30 @@ def share_prompt_note(recipe: Recipe) -> str:
     return f"off, TRL's unshared passes: {reason}" if reason else "on (each prompt and its images once per group)"
 
 
+def _hub(plan: Plan, needs: Needs, errors: list[UserError]) -> bool:
+    """Whether the model can be had (in seconds: a Hub that is offline or out of reach is found out, not waited on).
+    False when its processor cannot be loaded; validate only warns about a Hub model that is offline and not cached."""
+    error, warning, loadable = hub_problem(plan.recipe.model.name_or_path, offline_ok=needs.offline_ok)
+    if error:
+        errors.append(UserError(error))
+    if warning:
+        plan.warnings.append(warning)
+    return loadable
+
+
+def _check_resume(plan: Plan) -> None:
+    """What `train` would say about output_dir and `resume`, without changing anything there; a folder that holds a
+    run (which train refuses without resume) is a warning here, so validate still checks the rest of the recipe."""
+    try:
+        run_folder.resume_checkpoint(plan.recipe, is_main=False)
+    except run_folder.FolderInUse as exc:
+        plan.warnings.append(f"{exc} (med-r1 train would refuse it)")
+
+
 def _processor(plan: Plan, needs: Needs, errors: list[UserError]):
     """Load the processor into the plan; return the model's own image processor (before the recipe's pixel bounds),
     which vLLM would use, when vLLM is asked for."""
     model = plan.recipe.model
-    if needs.offline_ok and not_downloaded_offline(model.name_or_path):
-        plan.warnings.append(
-            f"model.name_or_path: {model.name_or_path} is not downloaded and the Hugging Face Hub is offline "
-            "(HF_HUB_OFFLINE=1), so its processor was not loaded and prompt lengths and vLLM image tokens were not "
-            f"checked; download it once (huggingface-cli download {model.name_or_path}) to check them"
-        )
-        return None
     plan.processor = _attempt(errors, load_processor, model.name_or_path)
     if plan.processor is None:
         return None
@@ -238,14 +266,12 @@ def _processor(plan: Plan, needs: Needs, errors: list[UserError]):
 def _reward_problems(plan: Plan) -> list[UserError]:
     """Every reward called on real rows (four with their images), and the gold self-check on all of them."""
     columns = {k: v for k, v in plan.train_rows.items() if k != rows.IMAGE_PATHS}
-    smoke = {k: v[:4] for k, v in columns.items()}
-    errors: list[UserError] = []
-    paths = plan.train_rows[rows.IMAGE_PATHS][:4]
-    smoke[IMAGES] = _attempt(
-        errors, lambda: [plan.images.load(p, q) for p, q in zip(paths, smoke["question_id"], strict=True)]
-    )
-    if errors:
-        return errors
+    try:
+        picked, images = _readable_rows(plan, 4)
+    except DataError as exc:
+        return [exc]
+    smoke = {k: [v[i] for i in picked] for k, v in columns.items()}
+    smoke[IMAGES] = images
     processor = plan.processor
     tokenize = (lambda text: processor.tokenizer.encode(text, add_special_tokens=False)) if processor else None
     found, notes = check_rewards(
@@ -253,6 +279,29 @@ def _reward_problems(plan: Plan) -> list[UserError]:
     )
     plan.warnings += notes
     return [UserError("rewards fail their checks on real rows:", found)] if found else []
+
+
+def _readable_rows(plan: Plan, n: int, tries: int = 50) -> tuple[list[int], list]:
+    """The first `n` training rows whose images decode, and their images. An unreadable one stops the check, unless
+    data.skip_bad_rows (training skips such rows too)."""
+    picked, images = [], []
+    paths, ids = plan.train_rows[rows.IMAGE_PATHS], plan.train_rows["question_id"]
+    for i in range(min(len(ids), tries)):
+        try:
+            images.append(plan.images.load(paths[i], ids[i]))
+        except DataError as exc:
+            if not plan.recipe.data.skip_bad_rows:
+                raise rows.unreadable(exc) from None
+            logger.warning("data.skip_bad_rows: %s (not used for the reward checks)", exc)
+            continue
+        picked.append(i)
+        if len(picked) == n:
+            break
+    if not picked:
+        raise DataError(
+            f"data.train: none of the first {tries} rows has images that decode; run `med-r1 data validate`"
+        )
+    return picked, images
 
 
 def _token_problems(plan: Plan, own) -> list[UserError]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 
 def plan_summary(plan) -> str:
@@ -35,3 +36,31 @@ def _counts(questions) -> list[str]:
         "  modalities: " + ", ".join(f"{k} {v}" for k, v in sorted(by_modality.items())),
         "  question types: " + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())),
     ]
+
+
+def training_summary(
+    rows: list[dict], accuracy: str | None, counts: dict[str, int], plot: Path, model: Path
+) -> list[str]:
+    """How a finished run went, in a few lines: the total reward (and accuracy) of its first fifth of logged steps and
+    of its last fifth, anything counted along the way, and where its plot and model are."""
+    lines = []
+    trend = _fifths([r.get("reward") for r in rows])
+    if trend:
+        lines.append(f"{len(rows)} steps logged; reward {trend} (mean of the first fifth of steps -> the last fifth)")
+    acc = _fifths([r.get(f"rewards/{accuracy}/mean") for r in rows]) if accuracy else None
+    if acc:
+        lines.append(f"accuracy ({accuracy} reward on the training rollouts) {acc}")
+    lines += [f"{n} {what}" for what, n in counts.items() if n]
+    if plot.exists():
+        lines.append(f"reward plot: {plot}")
+    lines.append(f"model: {model}")
+    return lines
+
+
+def _fifths(values: list) -> str | None:
+    values = [v for v in values if isinstance(v, int | float)]
+    if not values:
+        return None
+    fifth = max(1, len(values) // 5)
+    first, last = sum(values[:fifth]) / fifth, sum(values[-fifth:]) / fifth
+    return f"{first:.2f} -> {last:.2f}"

@@ -4,50 +4,75 @@
     accelerate launch --config_file recipes/accelerate/zero2.yaml -m med_r1 train recipes/med-r1/think_lora.yaml
 
 Run folder (`med_r1.run_folder`): recipe.yaml (resolved), metrics.jsonl, rewards.png, checkpoint-*/, model/ (final
-model or LoRA adapter, with the processor) and, when `model.save_merged`, merged/. A folder that already holds a run
-is never overwritten: pass resume=true to continue it, or another output_dir.
+model or LoRA adapter, with the processor) and, when `model.save_merged`, merged/. A folder that holds a run worth
+keeping (a complete checkpoint or a final model) is never overwritten: pass resume=true to continue it, or another
+output_dir. A failure the user can fix once training has started (a reward that raises, an unreadable image, a full
+disk) first saves a checkpoint of the steps trained, then says how to continue.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data.rows import to_dataset
-from med_r1.errors import Interrupted
+from med_r1.errors import Interrupted, UserError
+from med_r1.io import read_jsonl
 from med_r1.model import cuda_available, load_model, lora_config
 from med_r1.plan import Plan, build_plan
+from med_r1.report import training_summary
 
 logger = logging.getLogger(__name__)
+
+# Errors of the disk, not of med-r1: full, over quota, read-only, not permitted, file too large.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: Path
+    """The final model (or LoRA adapter) folder."""
+    summary: list[str]
+    """What the run did, in a few lines (reward trend, accuracy, anything skipped, where the files are)."""
 
 
 def build_trainer(recipe: Recipe, plan: Plan, cuda: bool, callbacks: list | None = None):
     """A GRPOTrainer wired from the plan: policy (loaded here), processor, guarded rewards, datasets, GRPOConfig."""
     # Lazy: these two modules subclass transformers/trl classes at import, which costs seconds of start-up time.
-    from med_r1.callbacks import MetricsFile, RewardPlot
+    from med_r1.callbacks import MetricsFile, RewardPlot, compact_logging
     from med_r1.trainer import MedR1GRPOTrainer
 
     out = Path(recipe.output_dir)
-    return MedR1GRPOTrainer(
+    trainer = MedR1GRPOTrainer(
         model=load_model(recipe.model, cuda),
         reward_funcs=plan.rewards,
         args=plan.grpo_config,
-        train_dataset=to_dataset(plan.train_rows, plan.images),
-        eval_dataset=to_dataset(plan.eval_rows, plan.images) if plan.eval_rows is not None else None,
+        train_dataset=to_dataset(plan.train_rows, plan.train_reader),
+        eval_dataset=to_dataset(plan.eval_rows, plan.eval_reader) if plan.eval_rows is not None else None,
         processing_class=plan.processor,
         peft_config=lora_config(recipe.model) if recipe.model.finetune == "lora" else None,
         callbacks=[MetricsFile(out / run_folder.METRICS), RewardPlot(out / run_folder.METRICS, out / "rewards.png")]
         + (callbacks or []),
         max_nonfinite_steps=recipe.guards.max_nonfinite_steps,
         share_prompt=recipe.model.share_prompt,
+        reward_errors=recipe.reward_errors,
     )
+    if not recipe.verbose:
+        compact_logging(trainer, [r.__name__ for r in plan.rewards])
+    return trainer
 
 
-def train(recipe: Recipe) -> Path:
-    """Plan, train, save. Under `accelerate launch`/`torchrun` every process runs this; only the main one writes."""
+def train(recipe: Recipe, run_args: str = "RECIPE") -> Trained:
+    """Plan, train, save. Under `accelerate launch`/`torchrun` every process runs this; only the main one writes.
+
+    `run_args` is the recipe and overrides the user started this run with; messages that say how to continue repeat
+    them (`med-r1 train <run_args> resume=true`).
+    """
     from accelerate import PartialState  # lazy: accelerate imports torch
 
     from med_r1.callbacks import GracefulStop  # lazy: subclasses a transformers class at import
@@ -73,6 +98,14 @@ def train(recipe: Recipe) -> Path:
     stopper.install()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
+    except UserError as exc:  # a reward that raised or scored nothing, an unreadable image
+        raise _keep_what_was_trained(trainer, recipe, run_args, str(exc)) from None
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        raise _keep_what_was_trained(
+            trainer, recipe, run_args, f"cannot write to {recipe.output_dir}: {exc}"
+        ) from None
     finally:
         stopper.restore()
     errors = {r.__name__: r.errors for r in plan.rewards if r.errors}
@@ -83,7 +116,47 @@ def train(recipe: Recipe) -> Path:
         checkpoint = Path(recipe.output_dir) / f"checkpoint-{stopper.stopped_at}"
         saved = f"checkpoint saved in {checkpoint}" if checkpoint.is_dir() else "no checkpoint could be saved"
         raise Interrupted(
-            f"{name}: stopped after step {stopper.stopped_at}; {saved}. Continue with: med-r1 train RECIPE resume=true",
+            f"{name}: stopped after step {stopper.stopped_at}; {saved}. Continue with: med-r1 train {run_args} resume=true",
             stopper.signal_number,
         )
-    return run_folder.save_final(trainer, recipe)
+    try:
+        final = run_folder.save_final(trainer, recipe)
+    except OSError as exc:  # a full disk, a folder made read-only: the trained weights are still in memory
+        reason = f"the final model could not be saved in {Path(recipe.output_dir) / run_folder.FINAL}: {exc}"
+        raise _keep_what_was_trained(trainer, recipe, run_args, reason, final=True) from None
+    accuracy = next((r.__name__ for r in plan.rewards if r.kind == "accuracy"), None)
+    counts = {
+        "steps with no reward signal (every reward None or NaN)": trainer.no_signal_steps,
+        "steps skipped for a non-finite loss or gradient": trainer.nonfinite_skipped,
+        "rows skipped during training: images that failed to decode": len(plan.train_reader.bad),
+        **{f"reward errors in {name} (rows scored None)": n for name, n in errors.items()},
+    }
+    out = Path(recipe.output_dir)
+    rows = [r for r in read_jsonl(out / run_folder.METRICS) if "reward" in r]
+    return Trained(final, training_summary(rows, accuracy, counts, out / "rewards.png", final))
+
+
+def _keep_what_was_trained(trainer, recipe: Recipe, run_args: str, reason: str, final: bool = False) -> UserError:
+    """A failure the user can fix, once training has started: save a checkpoint of the steps trained since the last
+    one (so none is lost), and say how to continue."""
+    out = Path(recipe.output_dir)
+    step, steps = trainer.state.global_step, trainer.state.max_steps
+    trainer.save_rescue_checkpoint()
+    last = run_folder.last_complete_checkpoint(out, remove_partial=False)
+    if last is not None:
+        done = int(Path(last).name.split("-")[-1])
+        what = "saves the final model from it" if done >= steps else f"trains steps {done + 1}-{steps} again"
+        then = (
+            f"{last} holds the training up to step {done} of {steps}, so nothing is lost; after fixing this, "
+            f"continue with: med-r1 train {run_args} resume=true (it {what})"
+        )
+        if final:
+            then += f"; or evaluate that checkpoint as it is: med-r1 eval {run_args} eval.model={last}"
+    elif step == 0:
+        then = f"no step was trained yet; after fixing this, run the same command again: med-r1 train {run_args}"
+    else:
+        then = (
+            f"no checkpoint could be saved, so the {step} steps trained are lost; after fixing this, run the same "
+            f"command again: med-r1 train {run_args}"
+        )
+    return UserError(f"{reason}\n{then}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -20,14 +21,25 @@ from trl import GRPOTrainer
 
 from med_r1 import shared_prompt
 from med_r1.errors import RunError
-from med_r1.run_folder import mark_complete
+from med_r1.rewards.guard import RewardError
+from med_r1.run_folder import COMPLETE, mark_complete
 
 logger = logging.getLogger(__name__)
 
 
 class MedR1GRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, max_nonfinite_steps: int = 3, share_prompt: bool = True, **kwargs):
+    def __init__(
+        self,
+        *args,
+        max_nonfinite_steps: int = 3,
+        share_prompt: bool = True,
+        reward_errors: str = "raise",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        self.reward_errors = reward_errors
+        """The recipe's `reward_errors`: a step whose rewards are all None/NaN stops the run ('raise') or is counted."""
+        self.no_signal_steps = 0
         self.share_prompt_fallback = self._share_prompt_fallback(share_prompt)
         """Why the shared-prompt passes are off (None when they are on); logged once."""
         if share_prompt and self.share_prompt_fallback:
@@ -226,7 +238,26 @@ class MedR1GRPOTrainer(GRPOTrainer):
         self._metrics["train" if self.model.training else "eval"]["timing/rewards_s"].append(
             time.perf_counter() - start
         )
+        if self.model.training and torch.isnan(result).all():  # gathered: every process takes the same decision
+            self._no_signal(result.size(0))
         return result
+
+    def _no_signal(self, completions: int) -> None:
+        """Every reward scored None (or NaN) for every completion of the step: all advantages are zero."""
+        self.no_signal_steps += 1
+        step = self.state.global_step + 1
+        if self.reward_errors == "raise":
+            raise RewardError(
+                f"step {step}: every reward scored None or NaN for all {completions} completions, so the step has no "
+                "training signal. Score a completion by hand to see why (med-r1 rewards check NAME --completion ... "
+                "--solution ...), or set reward_errors=none to count such steps and keep training."
+            )
+        logger.warning(
+            "step %d: every reward scored None or NaN for all %d completions: no training signal (%d such steps)",
+            step,
+            completions,
+            self.no_signal_steps,
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and "loss" in logs:
@@ -251,6 +282,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
             logs["perf/peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         logs["perf/peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
         logs["guards/nonfinite_skipped"] = float(self.nonfinite_skipped)
+        logs["guards/no_signal_steps"] = float(self.no_signal_steps)
 
     # -- non-finite guard ----------------------------------------------------------------------------------------
 
@@ -328,6 +360,25 @@ class MedR1GRPOTrainer(GRPOTrainer):
         saved = type(unwrapped).from_pretrained(str(folder), dtype=dtype).state_dict()
         unwrapped.load_state_dict(saved, strict=True)
         logger.info("resumed model weights from %s", folder)
+
+    def save_rescue_checkpoint(self) -> Path | None:
+        """After a failure the user can fix: a checkpoint of the steps trained since the last one, so none is lost.
+
+        Single process only: with several, the others may be waiting in a collective that never completes, and the
+        save would wait with them. A save that fails (a full disk) is removed again, leaving the last complete one.
+        """
+        step = self.state.global_step
+        folder = Path(self._get_output_dir(trial=None)) / f"checkpoint-{step}"
+        if step == 0 or self.accelerator.num_processes > 1 or (folder / COMPLETE).exists():
+            return None
+        try:
+            self._save_checkpoint(self.model_wrapped, trial=None)
+        except Exception as exc:  # whatever stopped the run may stop the save too
+            logger.warning("could not save a checkpoint of step %d: %s: %s", step, type(exc).__name__, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        logger.warning("saved %s before stopping", folder)
+        return folder
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import rotate_checkpoints

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from med_r1.prompts import resolve_template
+from med_r1.rewards.guard import raised_at
 from med_r1.rewards.registry import Reward
 
 
@@ -48,10 +49,14 @@ def check_rewards(
                 reward.fn(prompts=smoke.get("prompt"), completions=junk, completion_ids=ids, **_columns(smoke))
             )
         except Exception as exc:
-            errors.append(f"reward {reward.name!r} raised on rows {_ids(smoke)}: {type(exc).__name__}: {exc}")
+            errors.append(
+                f"reward {reward.name!r} raised on rows {_ids(smoke)}: {type(exc).__name__}: {exc} (at {raised_at(exc)})"
+            )
             continue
         if len(scores) != n_smoke or not all(s is None or isinstance(s, int | float) for s in scores):
             errors.append(f"reward {reward.name!r} must return one float or None per completion, got {scores!r}")
+        elif _non_finite(scores):
+            errors.append(_non_finite_message(reward, scores, smoke))
 
     checked = [r for r in rewards if r.kind in ("format", "accuracy")]
     if not checked:
@@ -64,10 +69,14 @@ def check_rewards(
         try:
             scores = list(reward.fn(prompts=rows.get("prompt"), completions=gold, completion_ids=gold_ids, **columns))
         except Exception as exc:
-            errors.append(f"reward {reward.name!r} raised on the gold answers: {type(exc).__name__}: {exc}")
+            errors.append(
+                f"reward {reward.name!r} raised on the gold answers: {type(exc).__name__}: {exc} (at {raised_at(exc)})"
+            )
             continue
-        bad = [i for i, s in enumerate(scores) if s is not None and not math.isnan(s) and s < 1.0]
-        if bad:
+        bad = [i for i, s in enumerate(scores) if s is not None and math.isfinite(s) and s < 1.0]
+        if _non_finite(scores):
+            errors.append(_non_finite_message(reward, scores, rows, "on the gold answers"))
+        elif bad:
             ids = ", ".join(rows["question_id"][i] for i in bad[:5])
             errors.append(
                 f"gold self-check: reward {reward.name!r} gave the correct answer, written as the template "
@@ -78,6 +87,20 @@ def check_rewards(
         elif all(s is None for s in scores):
             warnings.append(f"reward {reward.name!r} scores None on every row: it does not apply to this data")
     return errors, warnings
+
+
+def _non_finite(scores: list) -> list[int]:
+    return [i for i, s in enumerate(scores) if isinstance(s, float) and not math.isfinite(s)]
+
+
+def _non_finite_message(reward: Reward, scores: list, rows: dict[str, list], where: str = "on rows") -> str:
+    bad = _non_finite(scores)
+    ids = ", ".join(rows["question_id"][i] for i in bad[:5])
+    return (
+        f"reward {reward.name!r} returned non-finite scores ({', '.join(sorted({str(scores[i]) for i in bad}))}) "
+        f"{where} {ids}: return None for a completion it cannot score, never NaN or inf (a NaN for every "
+        "completion trains nothing)"
+    )
 
 
 def _columns(rows: dict[str, list]) -> dict[str, list]:

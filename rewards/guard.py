@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from collections import defaultdict
 
+from med_r1.errors import UserError
 from med_r1.rewards.registry import Reward
 
 logger = logging.getLogger(__name__)
 
 
-class RewardError(RuntimeError):
-    """A reward function raised during training (the message names the reward and the question ids)."""
+class RewardError(UserError):
+    """A reward raised, or no reward scored a step, during training (the message names the reward and what to do)."""
+
+
+def raised_at(exc: BaseException) -> str:
+    """Where an exception was raised, as 'file:line in function' (the innermost frame), for messages without a
+    traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else "unknown location"
 
 
 class GuardedReward:
@@ -39,8 +48,9 @@ class GuardedReward:
             if self.on_error == "raise":
                 ids = sorted(set(kwargs.get("question_id") or []))[:5]
                 raise RewardError(
-                    f"reward {self.__name__!r} raised {type(exc).__name__}: {exc} (questions {', '.join(ids)}). "
-                    "Fix the reward, or set reward_errors=none to score such rows None and keep training."
+                    f"reward {self.__name__!r} raised {type(exc).__name__}: {exc} (questions {', '.join(ids)}; at "
+                    f"{raised_at(exc)}). Fix the reward, or set reward_errors=none to score such rows None and keep "
+                    "training."
                 ) from exc
             scores = self._row_by_row(prompts, completions, completion_ids, kwargs)
         if len(scores) != len(completions):

@@ -61,7 +61,9 @@ def test_a_hub_model_that_is_not_downloaded_offline_is_a_warning(omni_dir, tmp_p
     raw["model"]["name_or_path"] = "Qwen/Qwen2-VL-2B-Instruct"  # not in the cache; the tests run offline
     recipe = write_recipe(tmp_path / "r.yaml", raw)
     assert main(["validate", str(recipe)]) == 0
-    assert "is not downloaded and the Hugging Face Hub is offline" in capsys.readouterr().out
+    assert "not in the Hugging Face cache, and the Hub is offline" in capsys.readouterr().out
     assert main(["train", str(recipe)]) == 2  # training cannot do without it
-    assert "cannot load a processor from Qwen/Qwen2-VL-2B-Instruct" in capsys.readouterr().err
+    assert (
+        "Qwen/Qwen2-VL-2B-Instruct is not a local folder and not in the Hugging Face cache" in capsys.readouterr().err
+    )
     assert not (tmp_path / "run").exists()  # refused before the run folder is written

@@ -104,7 +104,9 @@ def test_second_run_on_the_same_folder_is_refused_and_nothing_is_lost(tiny_model
     assert run(tmp_path, recipe) == 0
     weights = (tmp_path / "run/model/model.safetensors").read_bytes()
     assert run(tmp_path, recipe) == 2
-    assert "resume=true" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "output_dir=<new folder>" in err
+    assert "resume=true" not in err  # no checkpoint was saved: nothing to resume (issue 13)
     assert (tmp_path / "run/model/model.safetensors").read_bytes() == weights
 
 
