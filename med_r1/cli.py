@@ -146,7 +146,9 @@ def cmd_rewards_check(args) -> int:
     fn = get_reward(args.spec, **kwargs)
     options = args.options or []
     answer_type = args.answer_type or ("choice" if options or len(args.solution) == 1 else "open")
-    question = Question("cli-0", "cli", (), "", tuple(options), args.solution, "unknown", "unknown", answer_type)
+    question = Question(
+        "cli-0", "cli", (), args.question, tuple(options), args.solution, "unknown", "unknown", answer_type
+    )
     completion = [[{"role": "assistant", "content": args.completion}]]
     print(fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))[0])
     return 0
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solution", required=True, help="the correct letter (or answer text for open questions)")
     p.add_argument("--options", nargs="*", help="option texts in letter order")
     p.add_argument("--answer-type", choices=["choice", "closed", "open"])
+    p.add_argument("--question", default="", help="the question text (for rewards that read it, such as judge)")
     p.add_argument("--kwarg", action="append", default=[], metavar="name=value", help="reward kwargs")
     p.set_defaults(func=cmd_rewards_check)
     return parser

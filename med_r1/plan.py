@@ -37,6 +37,7 @@ from med_r1.records import IMAGES, Question
 from med_r1.rewards import build_reward
 from med_r1.rewards.checks import check_rewards
 from med_r1.rewards.guard import GuardedReward
+from med_r1.rewards.judge import get_judge, settings_from
 from med_r1.shared_prompt import unsupported_reason
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
             )
         plan.rewards = _attempt(errors, build_rewards, recipe) or []
         before = len(errors)
+        errors += judge_problems(plan)
+        judges_ok = len(errors) == before
+        before = len(errors)
         _attempt(errors, check_model_path, recipe.model.name_or_path)
         processor_ready = len(errors) == before
 
@@ -136,7 +140,7 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
             plan.train_rows = rows.to_records(plan.train, recipe.prompt)
             if plan.eval and plan.grpo_config is not None and plan.grpo_config.eval_strategy != "no":
                 plan.eval_rows = rows.to_records(plan.eval, recipe.prompt)
-            if plan.rewards:
+            if plan.rewards and judges_ok:  # a judge that is down is reported once, by its probe
                 errors += _reward_problems(plan)
             if plan.processor is not None and plan.grpo_config is not None:
                 errors += _token_problems(plan, own)
@@ -253,6 +257,30 @@ def _reward_problems(plan: Plan) -> list[UserError]:
     )
     plan.warnings += notes
     return [UserError("rewards fail their checks on real rows:", found)] if found else []
+
+
+def judge_problems(plan: Plan) -> list[UserError]:
+    """Every `judge` reward's settings checked and its judge asked one test question (past the cache), so a judge
+    that is down, misnamed or refusing the key fails here with its URL, not at the first training step. `validate`
+    does not load a local judge's weights; it checks the model path only."""
+    errors: list[UserError] = []
+    for i, spec in enumerate(plan.recipe.rewards):
+        if spec.name != "judge":
+            continue
+        where = f"rewards[{i}] (judge)"
+        try:
+            settings = settings_from(spec.kwargs, where)
+            if settings.backend == "local" and plan.purpose == "validate":
+                if not settings.model.startswith("builtin:"):
+                    check_model_path(settings.model, f"{where}.kwargs.model")
+                continue
+            found, notes = get_judge(settings).probe()
+        except UserError as exc:
+            errors.append(exc if str(exc).startswith(where) else UserError(f"{where}: {exc}"))
+            continue
+        errors += [UserError(f"{where}: {problem}") for problem in found]
+        plan.warnings += [f"{where}: {note}" for note in notes]
+    return errors
 
 
 def _token_problems(plan: Plan, own) -> list[UserError]:
