@@ -161,6 +161,11 @@ class Judge:
     def rubric(self) -> str:
         return self.settings.rubric or RUBRIC
 
+    @property
+    def tag(self) -> str:
+        """Names this judge and rubric in files that keep its verdicts (evaluation's judged.jsonl)."""
+        return f"{self.settings.model}@{hashlib.sha256(json.dumps([self.settings.identity, self.rubric]).encode()).hexdigest()[:10]}"
+
     def key(self, question: str, reference: str, answer: str) -> str:
         text = json.dumps([self.settings.identity, self.rubric, question, reference, answer], ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
