@@ -114,9 +114,23 @@ def cmd_data_convert(args) -> int:
     return 0
 
 
-def cmd_tiny_model(args) -> int:
-    from med_r1.tiny import build_tiny_qwen2vl
+def cmd_data_difficulty(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.eval.difficulty import difficulty, format_summary
+    from med_r1.io import read_jsonl
 
+    path = difficulty(load_recipe(args.recipe, args.overrides), args.samples, args.model, args.out)
+    summary = json.loads((path.parent / "summary.json").read_text())
+    print(format_summary(summary, path))
+    return 0 if read_jsonl(path) else EXIT_USER_ERROR
+
+
+def cmd_tiny_model(args) -> int:
+    from med_r1.tiny import build_tiny_causal_lm, build_tiny_qwen2vl
+
+    if args.arch == "judge":  # a text-only causal LM: a local judge
+        print(f"tiny judge written to {build_tiny_causal_lm(args.out_dir, seed=args.seed)}")
+        return 0
     print(f"tiny {args.arch} written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed, arch=args.arch)}")
     return 0
 
@@ -187,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL offline (tests, quickstart)")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+    p.add_argument("--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "judge"])
     p.set_defaults(func=cmd_tiny_model)
 
     data = sub.add_parser("data", help="inspect, check and convert datasets")
@@ -214,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split-by", choices=["image", "question"], help="also split into train/test")
             p.add_argument("--test-ratio", type=float, default=0.2)
             p.add_argument("--seed", type=int, default=42)
+
+    p = dsub.add_parser("difficulty", help="sample K answers per training question; write each one's pass rate")
+    _overrides(p)
+    p.add_argument("--samples", type=int, default=8, help="answers sampled per question (default 8)")
+    p.add_argument("--model", help="base (the default), or a run folder, model folder or checkpoint-N/ folder")
+    p.add_argument("--out", help="output folder (default: data.pass_rates, else output_dir/difficulty)")
+    p.set_defaults(func=cmd_data_difficulty)
 
     rewards = sub.add_parser("rewards", help="list rewards, or score one completion by hand")
     rsub = rewards.add_subparsers(dest="rewards_command", required=True, metavar="ACTION")

@@ -42,7 +42,7 @@ from med_r1.shared_prompt import unsupported_reason
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["validate", "train", "eval", "matrix"]
+Purpose = Literal["validate", "train", "eval", "matrix", "difficulty"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ NEEDS: dict[str, Needs] = {
     "train": Needs(),
     "eval": Needs(train_data=False, eval_required=True, training=False),
     "matrix": Needs(eval_required=True, training=False),
+    "difficulty": Needs(training=False),  # every training question, before the pass-rate band
 }
 
 
