@@ -122,7 +122,7 @@ class DataConfig:
     """Training order within each epoch: TRL's shuffle, or by pass rate from most to least often solved."""
     balance: Literal["none", "modality", "question_type"] = "none"
     """Each epoch draws the domains of this axis equally (N // domains questions each: a small domain repeats, a
-    large one rotates through its questions across epochs), deterministically from data.split.seed; none = as loaded."""
+    large one rotates through its questions across epochs), deterministically from grpo.seed; none = as loaded."""
     pass_rates: str | None = None
     """The pass-rate file `med-r1 data difficulty` writes (read by data.train.pass_rate and data.order:
     easy_to_hard); default: output_dir/difficulty/pass_rates.jsonl."""

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
+from med_r1.data.schedule import Schedule, build_schedule
 from med_r1.errors import ConfigError, DataError, UserError
 from med_r1.lengths import length_problems, vllm_pixel_problems
 from med_r1.model import (
@@ -92,6 +93,8 @@ class Plan:
     """What `model.share_prompt` will do with this model (validate prints it)."""
     longest_prompt: int | None = None
     """Tokens of the longest training prompt, images included (None when not checked)."""
+    schedule: Schedule | None = None
+    """The pass-rate band, order and balance of the training questions (`plan.train` is what the band kept)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -137,6 +140,12 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         if plan.processor is not None:
             plan.share_prompt = share_prompt_note(recipe)
         if train_ok:
+            plan.schedule = _attempt(errors, build_schedule, recipe, plan.train, plan.grpo_kwargs.get("seed", 42))
+            train_ok = plan.schedule is not None
+        if plan.grpo_config is not None:
+            errors += dynamic_sampling_problems(recipe, plan.grpo_config)
+        if train_ok:
+            plan.train = plan.schedule.questions
             plan.images = rows.ImageLoader.from_config(recipe.data)
             plan.train_rows = rows.to_records(plan.train, recipe.prompt)
             if plan.eval and plan.grpo_config is not None and plan.grpo_config.eval_strategy != "no":
@@ -258,6 +267,24 @@ def _reward_problems(plan: Plan) -> list[UserError]:
     )
     plan.warnings += notes
     return [UserError("rewards fail their checks on real rows:", found)] if found else []
+
+
+def dynamic_sampling_problems(recipe: Recipe, args) -> list[UserError]:
+    """Dynamic sampling replaces whole groups on each process, so a process must hold whole groups, and a group's
+    advantages must say alone whether it carries signal (per-group normalisation)."""
+    if not recipe.dynamic_sampling.enabled:
+        return []
+    problems = []
+    local = args.per_device_train_batch_size * args.steps_per_generation
+    if local % args.num_generations:
+        problems.append(
+            f"dynamic_sampling: each process generates {local} completions per batch (grpo.per_device_train_batch_size "
+            f"x steps_per_generation), not a multiple of grpo.num_generations={args.num_generations}, so groups would "
+            "span processes; make it a multiple"
+        )
+    if args.multi_objective_aggregation != "sum_then_normalize":
+        problems.append("dynamic_sampling: needs grpo.multi_objective_aggregation=sum_then_normalize (TRL's default)")
+    return [UserError(p) for p in problems]
 
 
 def judge_problems(plan: Plan) -> list[UserError]:

@@ -43,6 +43,8 @@ def build_trainer(recipe: Recipe, plan: Plan, cuda: bool, callbacks: list | None
         + (callbacks or []),
         max_nonfinite_steps=recipe.guards.max_nonfinite_steps,
         share_prompt=recipe.model.share_prompt,
+        schedule=plan.schedule,
+        dynamic_sampling=recipe.dynamic_sampling,
     )
 
 
@@ -61,6 +63,10 @@ def train(recipe: Recipe) -> Path:
     state.wait_for_everyone()  # no process looks at output_dir after the main one starts writing to it
     if state.is_main_process:
         run_folder.start(recipe)
+        if plan.schedule is not None:
+            run_folder.record_schedule(Path(recipe.output_dir), plan.schedule)
+    for line in plan.schedule.lines() if plan.schedule is not None else []:
+        logger.info("%s", line)
     logger.info(
         "training on %d questions (%d skipped), rewards: %s",
         len(plan.train),
