@@ -7,6 +7,7 @@ look-alike of that format, passed as overrides of the data paths.
 from pathlib import Path
 
 import pytest
+from chat_server import ChatServer
 
 from conftest import make_omnimedvqa
 from med_r1.cli import main
@@ -27,6 +28,8 @@ def test_recipes_exist():
         "med-r1/think_lora.yaml",
         "med-r1/nothink_full.yaml",
         "med-r1/nothink_lora.yaml",
+        "open_ended.yaml",
+        "open_ended_cpu.yaml",
     } <= names
 
 
@@ -43,6 +46,8 @@ def stand_in_data(source, tmp_path: Path, key: str) -> list[str]:
         for modality in {q.modality_raw for q in questions}:
             write_medr1([q for q in questions if q.modality_raw == modality], folder / f"{modality}_{key}.json", omni)
         return [f"data.{key}.path={folder}", f"data.{key}.image_root={omni}"]
+    if source.format not in ("auto", "omnimedvqa"):  # a VQA set's own format (recipes/open_ended.yaml): the look-alike
+        return [f"data.{key}.path={omni}", f"data.{key}.format=omnimedvqa", f"data.{key}.open_ended=true"]
     return [f"data.{key}.path={omni}"]
 
 
@@ -50,7 +55,12 @@ def stand_in_data(source, tmp_path: Path, key: str) -> list[str]:
 def test_recipe_validates(path, tmp_path, capsys):
     recipe = load_recipe(path)
     overrides = stand_in_data(recipe.data.train, tmp_path, "train") + stand_in_data(recipe.data.eval, tmp_path, "eval")
-    assert main(["validate", str(path), *overrides, f"output_dir={tmp_path / 'run'}"]) == 0, capsys.readouterr().err
+    with ChatServer(reply=lambda prompt: "correct") as judge:  # recipes asking a judge server ask this one
+        for i, spec in enumerate(recipe.rewards):
+            if spec.name == "judge" and spec.kwargs.get("backend", "openai") == "openai":
+                overrides += [f"rewards.{i}.kwargs.base_url={judge.url}", f"rewards.{i}.kwargs.cache_dir={tmp_path}"]
+        code = main(["validate", str(path), *overrides, f"output_dir={tmp_path / 'run'}"])
+    assert code == 0, capsys.readouterr().err
     assert "recipe OK" in capsys.readouterr().out
 
 
