@@ -116,8 +116,10 @@ def test_timeouts_are_retried_then_fail_with_the_url(tmp_path):
 
 def test_server_errors_are_retried_with_backoff(tmp_path):
     with ChatServer(reply=lambda p: "correct", fail_first=2, fail_status=503) as server:
-        assert ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, retries=3) == [1.0]
+        start = time.perf_counter()
+        assert ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, retries=3, backoff=0.2) == [1.0]
         assert server.received == 3
+    assert time.perf_counter() - start >= 0.2 + 0.4  # waited backoff, then twice that, before the third request
 
 
 def test_client_errors_are_not_retried(tmp_path):
