@@ -97,6 +97,18 @@ def test_the_plan_keeps_the_band_the_file_says(rated, tmp_path):
     assert {q.question_id for q in plan.train} == {q for q, r in real.items() if r <= 0.5}
 
 
+def test_validate_prints_the_band_and_the_counts_per_domain(rated, tmp_path, capsys):
+    _, _, file = rated
+    recipe = with_rates(rated, tmp_path, {r["question_id"]: 0.5 for r in rows(file)})
+    recipe["data"] |= {"balance": "modality"}
+    recipe["data"]["train"]["pass_rate"] = [0.1, 0.9]
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "pass-rate band [0.1, 0.9]: kept 16, dropped 0" in out
+    assert "each epoch (16 questions) draws per modality: CT 4 of 4, Fundus 4 of 4, MRI 4 of 4, X-Ray 4 of 4" in out
+
+
 def recorder(tmp_path) -> dict:
     """A reward plugin that writes down which questions each reward call saw (the order training drew them in)."""
     log = tmp_path / "seen.jsonl"
