@@ -26,3 +26,9 @@ def test_the_cpu_demo_trains_and_evaluates_with_the_local_judge(tmp_path):
     assert {"judged", "unjudged", "exact_match", "token_f1"} <= set(metrics["open"]["overall"])
     judged = (out / "judged.jsonl").read_text().splitlines()
     assert len(judged) == metrics["open"]["overall"]["count"]
+
+
+def test_tiny_model_builds_a_local_judge(tmp_path, capsys):
+    assert main(["tiny-model", str(tmp_path / "judge"), "--arch", "judge"]) == 0
+    assert "tiny judge written to" in capsys.readouterr().out
+    assert (tmp_path / "judge" / "config.json").is_file()

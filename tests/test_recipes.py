@@ -76,3 +76,21 @@ def test_accelerate_configs_load(name, kind):
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == 2
+
+
+def test_the_paper_recipes_take_a_band_a_curriculum_and_balance(tmp_path, capsys):
+    import json
+
+    from med_r1.plan import build_plan
+
+    path = REPO / "recipes" / "med-r1" / "think_full.yaml"
+    overrides = stand_in_data(load_recipe(path).data.train, tmp_path, "train") + [f"output_dir={tmp_path / 'run'}"]
+    questions = build_plan(load_recipe(path, overrides), "difficulty").train
+    rates = tmp_path / "pass_rates.jsonl"
+    rates.write_text("".join(json.dumps({"question_id": q.question_id, "pass_rate": i % 5 / 4}) + "\n"
+                             for i, q in enumerate(questions)))  # fmt: skip
+    chosen = ["data.train.pass_rate=[0.2,0.8]", "data.order=easy_to_hard", "data.balance=modality"]
+    assert main(["validate", str(path), *overrides, *chosen, f"data.pass_rates={rates}"]) == 0
+    out = capsys.readouterr().out
+    kept = sum(0.2 <= i % 5 / 4 <= 0.8 for i in range(len(questions)))
+    assert f"kept {kept}, dropped {len(questions) - kept}" in out and "draws per modality" in out
