@@ -14,6 +14,8 @@ from med_r1.cli import main
 from med_r1.config import parse_recipe
 from med_r1.plan import build_plan
 
+pytestmark = pytest.mark.slow  # trains or evaluates the tiny model
+
 SAMPLES = 3
 
 

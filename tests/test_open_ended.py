@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from med_r1.cli import main
+
+pytestmark = pytest.mark.slow  # trains or evaluates the tiny model
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "open_ended_cpu.yaml"
 

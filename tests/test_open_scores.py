@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from chat_server import ChatServer, free_port
 
 from conftest import tiny_recipe, write_recipe
 from med_r1.cli import main
+
+pytestmark = pytest.mark.slow  # trains or evaluates the tiny model
 
 
 def open_eval_recipe(tiny_model, omni_dir, out, judge: dict) -> dict:
