@@ -204,3 +204,23 @@ def test_dynamic_sampling_needs_whole_groups_per_process(rated):
     assert "multi_objective_aggregation=sum_then_normalize" in problems[1]
     args.per_device_train_batch_size, args.multi_objective_aggregation = 8, "sum_then_normalize"
     assert dynamic_sampling_problems(recipe, args) == []
+
+
+def test_open_questions_are_rated_by_the_judge(rated, tmp_path):
+    from chat_server import ChatServer
+
+    _, recipe, _ = rated
+    recipe = json.loads(json.dumps(recipe))
+    recipe["data"]["train"] |= {"open_ended": True, "limit": 4}
+    with ChatServer(reply=lambda p: "partial") as server:
+        recipe["eval"] = {"open_scorer": "judge", "judge": {"base_url": server.url, "model": "j", "cache_dir": "c"}}
+        recipe["eval"]["judge"]["cache_dir"] = str(tmp_path / "cache")
+        path = write_recipe(tmp_path / "open.yaml", recipe)
+        assert main(["data", "difficulty", str(path), "--samples", "2", "--out", str(tmp_path / "rates")]) == 0
+        assert server.received >= 1  # the probe, then one request per distinct answer
+    lines = rows(tmp_path / "rates" / "pass_rates.jsonl")
+    assert len(lines) == 4 and all(r["answer_type"] == "open" for r in lines)
+    for r in lines:  # the judge's "partial" for every answer it saw; no answer scores 0 without asking
+        assert r["scores"] == [0.5 if p else 0.0 for p in r["parsed"]]
+    settings = json.loads((tmp_path / "rates" / "eval_config.json").read_text())
+    assert settings["scorer"].startswith("j@") and settings["open_ended"] is True

@@ -133,6 +133,16 @@ def test_sampler_keeps_trls_layout_over_the_schedules_order(generations, batch, 
         assert [i for b in distinct for i in b] == order[: len(distinct) * batch]
 
 
+def test_a_resumed_sampler_draws_the_epoch_it_was_set_to():
+    schedule = Schedule(questions({"CT": 2, "MRI": 6}), order="shuffle", balance="modality", seed=5)
+    trl = RepeatSampler(range(8), mini_repeat_count=2, batch_size=2, repeat_count=1, seed=0)
+    running = ScheduledSampler(trl, schedule)
+    first, second = list(running), list(running)  # without set_epoch, each pass is the next epoch
+    resumed = ScheduledSampler(trl, schedule)
+    resumed.set_epoch(1)  # what transformers' Trainer calls before each epoch, a resumed one included
+    assert list(resumed) == second != first
+
+
 def test_zero_signal_per_group_and_per_domain():
     nan = float("nan")
     rewards = torch.tensor(
