@@ -22,6 +22,7 @@ from med_r1.answers import MEDR1_RULES, choice_letter, extract_answer, is_correc
 from med_r1.config import Recipe, eval_images
 from med_r1.data.rows import build_prompt
 from med_r1.errors import DataError, UserError
+from med_r1.eval import open_scores
 from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
 from med_r1.eval.images import EvalImages
 from med_r1.eval.metrics import majority, summarize, to_markdown
@@ -208,6 +209,7 @@ def evaluate(recipe: Recipe) -> Path:
     prompt = prompt_variant(recipe)
     questions = build_plan(recipe, "eval").eval
     out = eval_dir(recipe, target, prompt)
+    judge = open_scores.start_judge(recipe)  # a judge that is down fails before any generation
     _claim(out, fingerprint(recipe, target, prompt))
     done = _answered(out / "predictions.jsonl")
     pending = [q for q in questions if q.question_id not in done]
@@ -237,15 +239,20 @@ def evaluate(recipe: Recipe) -> Path:
             answered += len(batch)
             rate = answered / (time.perf_counter() - start)
             logger.info("%d/%d questions (%.2f questions/s)", len(done) + answered, len(questions), rate)
-    return write_metrics(out, questions, f"{target.label} | prompt {prompt}", rule)
+    if judge is not None:
+        open_scores.judge_open(out, questions, judge)
+    return write_metrics(out, questions, f"{target.label} | prompt {prompt}", rule, judge)
 
 
-def write_metrics(out: Path, questions: list[Question], title: str, rule: str = "tag") -> Path:
+def write_metrics(out: Path, questions: list[Question], title: str, rule: str = "tag", judge=None) -> Path:
     wanted = {q.question_id for q in questions}
     rows = [r for r in read_jsonl(out / "predictions.jsonl") if r["question_id"] in wanted]
     metrics = summarize(rows) | {"medr1_scoring": MEDR1_RULES[rule]}
+    open_section = open_scores.open_section(rows, out, judge)  # exact match, token F1 (and judged) of open answers
+    if open_section:
+        metrics["open"] = open_section
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "metrics.md", to_markdown(metrics, title))
+    atomic_write_text(out / "metrics.md", to_markdown(metrics, title) + open_scores.to_markdown(open_section))
     return out
 
 

@@ -133,11 +133,25 @@ def cmd_data_convert(args) -> int:
     return 0
 
 
+def cmd_data_difficulty(args) -> int:
+    from med_r1.config import load_recipe
+    from med_r1.eval.difficulty import difficulty, format_summary
+    from med_r1.io import read_jsonl
+
+    path = difficulty(load_recipe(args.recipe, args.overrides), args.samples, args.model, args.out)
+    summary = json.loads((path.parent / "summary.json").read_text())
+    print(format_summary(summary, path))
+    return 0 if read_jsonl(path) else EXIT_USER_ERROR
+
+
 def cmd_tiny_model(args) -> int:
     from med_r1.io import check_output_folder
-    from med_r1.tiny import build_tiny_qwen2vl
+    from med_r1.tiny import build_tiny_causal_lm, build_tiny_qwen2vl
 
     check_output_folder(Path(args.out_dir), args.force, "tiny-model OUT_DIR")
+    if args.arch == "judge":  # a text-only causal LM: a local judge
+        print(f"tiny judge written to {build_tiny_causal_lm(args.out_dir, seed=args.seed)}")
+        return 0
     print(f"tiny {args.arch} written to {build_tiny_qwen2vl(args.out_dir, seed=args.seed, arch=args.arch)}")
     return 0
 
@@ -168,7 +182,9 @@ def cmd_rewards_check(args) -> int:
     fn = get_reward(args.spec, **kwargs)
     options = args.options or []
     answer_type = args.answer_type or ("choice" if options or len(args.solution) == 1 else "open")
-    question = Question("cli-0", "cli", (), "", tuple(options), args.solution, "unknown", "unknown", answer_type)
+    question = Question(
+        "cli-0", "cli", (), args.question, tuple(options), args.solution, "unknown", "unknown", answer_type
+    )
     completion = [[{"role": "assistant", "content": args.completion}]]
     try:
         scores = fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))
@@ -258,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed of the weights; the same seed gives the same bytes"
     )
     p.add_argument(
-        "--arch", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"], help="model family to build"
+        "--arch",
+        default="qwen2-vl",
+        choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "judge"],
+        help="model family to build ('judge': a tiny text-only causal LM, a local judge for tests and demos)",
     )
     p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
     p.set_defaults(func=cmd_tiny_model)
@@ -295,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--test-ratio", type=float, default=0.2)
             p.add_argument("--seed", type=int, default=42)
 
+    p = dsub.add_parser("difficulty", help="sample K answers per training question; write each one's pass rate")
+    _overrides(p)
+    p.add_argument("--samples", type=int, default=8, help="answers sampled per question (default 8)")
+    p.add_argument("--model", help="base (the default), or a run folder, model folder or checkpoint-N/ folder")
+    p.add_argument("--out", help="output folder (default: data.pass_rates, else output_dir/difficulty)")
+    p.set_defaults(func=cmd_data_difficulty)
+
     rewards = sub.add_parser("rewards", help="list rewards, or score one completion by hand")
     rsub = rewards.add_subparsers(dest="rewards_command", required=True, metavar="ACTION")
     p = rsub.add_parser("list", help="built-in rewards with their first docstring line")
@@ -309,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["choice", "closed", "open"],
         help="the question's kind; default: choice with --options or a one-letter solution, else open",
     )
+    p.add_argument("--question", default="", help="the question text (for rewards that read it, such as judge)")
     p.add_argument(
         "--kwarg", action="append", default=[], metavar="name=value", help="a reward kwarg (repeatable), YAML value"
     )

@@ -91,6 +91,11 @@ class DataSource:
     """OmniMedVQA restricted-access: dataset name -> local folder holding that dataset's images."""
     limit: int | None = None
     """Keep at most this many rows (after filtering and splitting), chosen deterministically."""
+    open_ended: bool = False
+    """Ask multiple-choice questions without their options: the correct option's text becomes the reference answer
+    (answer type 'closed' for yes/no answers, else 'open'), as in closed-to-open curricula."""
+    pass_rate: list[float] | None = None
+    """data.train only: keep questions whose pass rate (`med-r1 data difficulty`) lies in [low, high]; null = all."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,14 @@ class DataConfig:
     """DICOM/CT window: 'auto' (from the file), or a preset: brain, soft-tissue, lung, bone."""
     skip_bad_rows: bool = False
     """Train on the good rows when `med-r1 data validate` finds errors (the count skipped is logged)."""
+    order: Literal["shuffle", "easy_to_hard"] = "shuffle"
+    """Training order within each epoch: TRL's shuffle, or by pass rate from most to least often solved."""
+    balance: Literal["none", "modality", "question_type"] = "none"
+    """Each epoch draws the domains of this axis equally (N // domains questions each: a small domain repeats, a
+    large one rotates through its questions across epochs), deterministically from grpo.seed; none = as loaded."""
+    pass_rates: str | None = None
+    """The pass-rate file `med-r1 data difficulty` writes (read by data.train.pass_rate and data.order:
+    easy_to_hard); default: output_dir/difficulty/pass_rates.jsonl."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,10 @@ class EvalConfig:
     Med-R1 evaluates within Qwen's own bounds, 3136 - 12845056."""
     max_pixels: int | None = None
     """Default: model.max_pixels."""
+    open_scorer: Literal["none", "judge"] = "none"
+    """Open questions: 'judge' adds a judged accuracy next to exact match and token F1."""
+    judge: dict[str, Any] = field(default_factory=dict)
+    """The judge's settings (the `judge` reward's kwargs); default: those of the recipe's `judge` reward."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,14 @@ class GuardsConfig:
 
 
 @dataclass(frozen=True)
+class DynamicSamplingConfig:
+    enabled: bool = False
+    """Replace groups whose rewards are all equal (no learning signal) by freshly sampled ones (DAPO)."""
+    max_rounds: int = 3
+    """Generation rounds per batch at most (the first included); groups still without signal then stay."""
+
+
+@dataclass(frozen=True)
 class RewardSpec:
     name: str
     """A built-in name, an entry point (group med_r1.rewards), 'package.module:function' or 'path/file.py:function'."""
@@ -212,6 +237,7 @@ class Recipe:
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -543,4 +569,18 @@ def _check_recipe(recipe: Recipe) -> list[str]:
         errors.append(f"guards.max_nonfinite_steps: must be at least 1, got {recipe.guards.max_nonfinite_steps}")
     if recipe.data.frames < 1:
         errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
+    errors += _check_selection(recipe)
+    return errors
+
+
+def _check_selection(recipe: Recipe) -> list[str]:
+    """The pass-rate band, and dynamic sampling's rounds."""
+    errors = []
+    band = recipe.data.train.pass_rate
+    if band is not None and (len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0):
+        errors.append(f"data.train.pass_rate: must be [low, high] with 0 <= low <= high <= 1, got {band}")
+    if recipe.data.eval is not None and recipe.data.eval.pass_rate is not None:
+        errors.append("data.eval.pass_rate: the pass-rate band selects training questions; set data.train.pass_rate")
+    if recipe.dynamic_sampling.max_rounds < 1:
+        errors.append(f"dynamic_sampling.max_rounds: must be at least 1, got {recipe.dynamic_sampling.max_rounds}")
     return errors

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
+from med_r1.data.schedule import Schedule, build_schedule
 from med_r1.errors import ConfigError, DataError, UserError
 from med_r1.lengths import length_problems, vllm_pixel_problems
 from med_r1.model import (
@@ -40,11 +41,12 @@ from med_r1.records import IMAGES, Question
 from med_r1.rewards import build_reward
 from med_r1.rewards.checks import check_rewards
 from med_r1.rewards.guard import GuardedReward
+from med_r1.rewards.judge import get_judge, settings_from
 from med_r1.shared_prompt import unsupported_reason
 
 logger = logging.getLogger(__name__)
 
-Purpose = Literal["validate", "train", "eval", "matrix"]
+Purpose = Literal["validate", "train", "eval", "matrix", "difficulty"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ NEEDS: dict[str, Needs] = {
     "train": Needs(),
     "eval": Needs(train_data=False, eval_required=True, training=False),
     "matrix": Needs(eval_required=True, training=False),
+    "difficulty": Needs(training=False),  # every training question, before the pass-rate band
 }
 
 
@@ -96,6 +99,8 @@ class Plan:
     """What `model.share_prompt` will do with this model (validate prints it)."""
     longest_prompt: int | None = None
     """Tokens of the longest training prompt, images included (None when not checked)."""
+    schedule: Schedule | None = None
+    """The pass-rate band, order and balance of the training questions (`plan.train` is what the band kept)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -114,6 +119,9 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
                 "grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here"
             )
         plan.rewards = _attempt(errors, build_rewards, recipe) or []
+        before = len(errors)
+        errors += judge_problems(plan)
+        judges_ok = len(errors) == before
         before = len(errors)
         _attempt(errors, check_model_path, recipe.model.name_or_path)
         processor_ready = len(errors) == before and _hub(plan, needs, errors)
@@ -141,6 +149,12 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         if plan.processor is not None:
             plan.share_prompt = share_prompt_note(recipe)
         if train_ok:
+            plan.schedule = _attempt(errors, build_schedule, recipe, plan.train, plan.grpo_kwargs.get("seed", 42))
+            train_ok = plan.schedule is not None
+        if plan.grpo_config is not None:
+            errors += dynamic_sampling_problems(recipe, plan.grpo_config)
+        if train_ok:
+            plan.train = plan.schedule.questions
             plan.images = rows.ImageLoader.from_config(recipe.data)
             plan.train_rows = rows.to_records(plan.train, recipe.prompt)
             plan.train_reader = rows.TrainingRows(
@@ -151,7 +165,7 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
                 plan.eval_reader = rows.TrainingRows(
                     plan.images, plan.eval_rows, recipe.data.skip_bad_rows, recipe.guards.max_bad_rows
                 )
-            if plan.rewards:
+            if plan.rewards and judges_ok:  # a judge that is down is reported once, by its probe
                 errors += _reward_problems(plan)
             if plan.processor is not None and plan.grpo_config is not None:
                 errors += _token_problems(plan, own)
@@ -302,6 +316,48 @@ def _readable_rows(plan: Plan, n: int, tries: int = 50) -> tuple[list[int], list
             f"data.train: none of the first {tries} rows has images that decode; run `med-r1 data validate`"
         )
     return picked, images
+
+
+def dynamic_sampling_problems(recipe: Recipe, args) -> list[UserError]:
+    """Dynamic sampling replaces whole groups on each process, so a process must hold whole groups, and a group's
+    advantages must say alone whether it carries signal (per-group normalisation)."""
+    if not recipe.dynamic_sampling.enabled:
+        return []
+    problems = []
+    local = args.per_device_train_batch_size * args.steps_per_generation
+    if local % args.num_generations:
+        problems.append(
+            f"dynamic_sampling: each process generates {local} completions per batch (grpo.per_device_train_batch_size "
+            f"x steps_per_generation), not a multiple of grpo.num_generations={args.num_generations}, so groups would "
+            "span processes; make it a multiple"
+        )
+    if args.multi_objective_aggregation != "sum_then_normalize":
+        problems.append("dynamic_sampling: needs grpo.multi_objective_aggregation=sum_then_normalize (TRL's default)")
+    return [UserError(p) for p in problems]
+
+
+def judge_problems(plan: Plan) -> list[UserError]:
+    """Every `judge` reward's settings checked and its judge asked one test question (past the cache), so a judge
+    that is down, misnamed or refusing the key fails here with its URL, not at the first training step. `validate`
+    does not load a local judge's weights; it checks the model path only."""
+    errors: list[UserError] = []
+    for i, spec in enumerate(plan.recipe.rewards):
+        if spec.name != "judge":
+            continue
+        where = f"rewards[{i}] (judge)"
+        try:
+            settings = settings_from(spec.kwargs, where)
+            if settings.backend == "local" and plan.purpose == "validate":
+                if not settings.model.startswith("builtin:"):
+                    check_model_path(settings.model, f"{where}.kwargs.model")
+                continue
+            found, notes = get_judge(settings).probe()
+        except UserError as exc:
+            errors.append(exc if str(exc).startswith(where) else UserError(f"{where}: {exc}"))
+            continue
+        errors += [UserError(f"{where}: {problem}") for problem in found]
+        plan.warnings += [f"{where}: {note}" for note in notes]
+    return errors
 
 
 def _token_problems(plan: Plan, own) -> list[UserError]:

@@ -53,6 +53,7 @@ COLUMNS: dict[str, str] = {
     "modality": "modality",
     "question_type": "question_type",
     "dataset": "dataset",
+    "question": "question",
 }
 IMAGES = "images"
 """The column of decoded frames (a list of PIL images per row), filled in when a row is read."""

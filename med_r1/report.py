@@ -14,6 +14,8 @@ def plan_summary(plan) -> str:
         f"train: {len(plan.train)} questions" + (f" ({plan.skipped} bad rows skipped)" if plan.skipped else "")
     )
     lines += _counts(plan.train)
+    if plan.schedule is not None and (plan.schedule.custom or plan.schedule.rates is not None):
+        lines += plan.schedule.lines()
     if plan.eval:
         lines.append(f"eval: {len(plan.eval)} questions")
         lines += _counts(plan.eval)

@@ -2,6 +2,8 @@
 
     output_dir/recipe.yaml      the resolved recipe, written first: a folder holding it (or the rest) holds a run
     output_dir/metrics.jsonl    one line per logging step; rewards.png drawn from it when training ends
+    output_dir/data_schedule.json   the questions' band, order and balance (per-domain counts per epoch); with pass
+                                rates, a copy of the pass-rate file used as pass_rates.jsonl
     output_dir/checkpoint-N/    Trainer's checkpoints; `med_r1_complete` inside once every file of it is on disk
     output_dir/model/           the final model or LoRA adapter, with its processor (merged/ too with save_merged)
     output_dir/eval/<name>/     evaluation results (`med-r1 eval`)
@@ -25,8 +27,9 @@ from pathlib import Path
 import yaml
 
 from med_r1.config import Recipe, dump_recipe, recipe_to_dict
+from med_r1.data.schedule import PASS_RATES, Schedule
 from med_r1.errors import UserError
-from med_r1.io import safetensors_whole
+from med_r1.io import atomic_write_bytes, atomic_write_json, safetensors_whole
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ COMPLETE = "med_r1_complete"
 FINAL = "model"
 RECIPE = "recipe.yaml"
 METRICS = "metrics.jsonl"
+SCHEDULE = "data_schedule.json"
 
 
 class FolderInUse(UserError):
@@ -111,6 +115,13 @@ def _checkpoints(out: Path) -> list[Path]:
 def complete_checkpoints(out: Path) -> list[Path]:
     """The checkpoints whose save finished (their marker is written last), oldest first."""
     return [p for p in _checkpoints(out) if (p / COMPLETE).exists()]
+
+
+def record_schedule(out: Path, schedule: Schedule) -> None:
+    """Write data_schedule.json, and copy the pass-rate file the selection read (unless it already lies here)."""
+    atomic_write_json(out / SCHEDULE, schedule.summary())
+    if schedule.source is not None and Path(schedule.source).resolve() != (out / PASS_RATES).resolve():
+        atomic_write_bytes(out / PASS_RATES, Path(schedule.source).read_bytes())
 
 
 def last_complete_checkpoint(out: Path, remove_partial: bool = True) -> str | None:

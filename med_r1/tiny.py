@@ -16,6 +16,8 @@ from pathlib import Path
 
 BUILTIN_NAME = "builtin:tiny-qwen2vl"
 """Recipes may name the tiny model this way; it is built on first use into the med-r1 cache (same bytes every time)."""
+BUILTIN_JUDGE = "builtin:tiny-judge"
+"""The tiny text-only causal LM, as a local judge (`judge` reward, backend: local) for tests and the CPU demo."""
 
 QWEN2VL_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -189,13 +191,62 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl
     return out_dir
 
 
+def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
+    """A ~100k-parameter random text-only Qwen2 causal LM with the same tokenizer and chat template, saved to
+    `out_dir`: any Hugging Face causal LM can be a local judge, and this one is the test double. Deterministic."""
+    import torch
+    import transformers
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2VL_SPECIAL_TOKENS}
+    config = transformers.Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
 def builtin_tiny_model(seed: int = 0) -> Path:
     """The tiny model in the cache ($MED_R1_CACHE, default ~/.cache/med_r1), built there on first use."""
+    return _cached(f"tiny-qwen2vl-seed{seed}", lambda out: build_tiny_qwen2vl(out, seed=seed))
+
+
+def builtin_tiny_judge(seed: int = 0) -> Path:
+    """The tiny causal LM (`builtin:tiny-judge`) in the cache, built there on first use."""
+    return _cached(f"tiny-judge-seed{seed}", lambda out: build_tiny_causal_lm(out, seed=seed))
+
+
+def resolve_builtin(name_or_path: str) -> str:
+    """A model name as `from_pretrained` takes it: the builtin names become their cache folders."""
+    if name_or_path == BUILTIN_NAME:
+        return str(builtin_tiny_model())
+    if name_or_path == BUILTIN_JUDGE:
+        return str(builtin_tiny_judge())
+    return name_or_path
+
+
+def _cached(name: str, build) -> Path:
     cache = Path(os.environ.get("MED_R1_CACHE", Path.home() / ".cache" / "med_r1"))
-    path = cache / f"tiny-qwen2vl-seed{seed}"
+    path = cache / name
     if not (path / "model.safetensors").exists():
-        tmp = cache / f".tiny-qwen2vl-seed{seed}.{os.getpid()}"
-        build_tiny_qwen2vl(tmp, seed=seed)
+        tmp = cache / f".{name}.{os.getpid()}"
+        build(tmp)
         try:
             tmp.replace(path)
         except OSError:  # another process finished first; its copy is byte-identical

@@ -61,6 +61,8 @@ def build_trainer(recipe: Recipe, plan: Plan, cuda: bool, callbacks: list | None
         max_nonfinite_steps=recipe.guards.max_nonfinite_steps,
         share_prompt=recipe.model.share_prompt,
         reward_errors=recipe.reward_errors,
+        schedule=plan.schedule,
+        dynamic_sampling=recipe.dynamic_sampling,
     )
     if not recipe.verbose:
         compact_logging(trainer, [r.__name__ for r in plan.rewards])
@@ -86,6 +88,10 @@ def train(recipe: Recipe, run_args: str = "RECIPE") -> Trained:
     state.wait_for_everyone()  # no process looks at output_dir after the main one starts writing to it
     if state.is_main_process:
         run_folder.start(recipe)
+        if plan.schedule is not None:
+            run_folder.record_schedule(Path(recipe.output_dir), plan.schedule)
+    for line in plan.schedule.lines() if plan.schedule is not None else []:
+        logger.info("%s", line)
     logger.info(
         "training on %d questions (%d skipped), rewards: %s",
         len(plan.train),

@@ -1,6 +1,7 @@
 """`GRPOTrainer` plus the few hooks TRL lacks: shared-prompt passes (each prompt and its images computed once per
-group, `med_r1.shared_prompt`), phase timings and throughput in the logs, a non-finite step guard, and checkpoints
-marked complete only once fully written.
+group, `med_r1.shared_prompt`), phase timings and throughput in the logs, a non-finite step guard, checkpoints
+marked complete only once fully written, the recipe's question order (`med_r1.sampler`), the share of groups without
+signal per modality, and dynamic sampling (`med_r1.groups`).
 
 Everything else (generation, vLLM, loss, distributed training) is TRL's own. The private TRL 1.16 methods overridden
 here, and what an upgrade risks, are listed in each method's docstring; every override calls TRL's own method for what
@@ -17,12 +18,16 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from med_r1 import shared_prompt
+from med_r1 import groups, shared_prompt
+from med_r1.config import DynamicSamplingConfig
+from med_r1.data.schedule import Schedule
 from med_r1.errors import RunError
 from med_r1.rewards.guard import RewardError
 from med_r1.run_folder import COMPLETE, mark_complete
+from med_r1.sampler import ScheduledSampler
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +39,14 @@ class MedR1GRPOTrainer(GRPOTrainer):
         max_nonfinite_steps: int = 3,
         share_prompt: bool = True,
         reward_errors: str = "raise",
+        schedule: Schedule | None = None,
+        dynamic_sampling: DynamicSamplingConfig | None = None,
         **kwargs,
     ):
+        self.schedule = schedule
+        """The recipe's order of training questions (None or not custom: TRL's shuffle)."""
+        self.dynamic_sampling = dynamic_sampling or DynamicSamplingConfig()
+        self._unmergeable: str | None = None
         super().__init__(*args, **kwargs)
         self.reward_errors = reward_errors
         """The recipe's `reward_errors`: a step whose rewards are all None/NaN stops the run ('raise') or is counted."""
@@ -198,7 +209,14 @@ class MedR1GRPOTrainer(GRPOTrainer):
 
         Wraps TRL 1.16's private `GRPOTrainer._generate_and_score_completions` without changing it. Upgrade risk: none
         beyond the method's name; the wrapper only swaps `processing_class.image_processor` for the call's duration.
+        With `dynamic_sampling.enabled`, further rounds replace the groups without signal (`_refill_groups`).
         """
+        output = self._generate_and_score_round(inputs)
+        if self.dynamic_sampling.enabled and self.model.training:
+            output = self._refill_groups(inputs, output)
+        return output
+
+    def _generate_and_score_round(self, inputs):
         if self.share_prompt_fallback:
             return super()._generate_and_score_completions(inputs)
         with shared_prompt.dedupe_images(self.processing_class):
@@ -238,6 +256,7 @@ class MedR1GRPOTrainer(GRPOTrainer):
         self._metrics["train" if self.model.training else "eval"]["timing/rewards_s"].append(
             time.perf_counter() - start
         )
+        self._log_zero_signal(inputs, result)
         if self.model.training and torch.isnan(result).all():  # gathered: every process takes the same decision
             self._no_signal(result.size(0))
         return result
@@ -258,6 +277,92 @@ class MedR1GRPOTrainer(GRPOTrainer):
             completions,
             self.no_signal_steps,
         )
+
+    # -- groups without signal -----------------------------------------------------------------------------------
+
+    def _log_zero_signal(self, inputs, rewards_per_func) -> None:
+        """`frac_reward_zero_std/<modality>`: per modality, the share of groups whose rewards are all equal.
+
+        `rewards_per_func` is TRL's, gathered over every process (B*G rows, G per group in a row), so the modality of
+        each group comes gathered too."""
+        mode = "train" if self.model.training else "eval"
+        size = self.num_generations if mode == "train" else self.num_generations_eval
+        if size < 2 or rewards_per_func.size(0) % size:
+            return
+        flags = groups.zero_signal(rewards_per_func, self.reward_weights, size).tolist()
+        modalities = gather_object([str(row.get("modality") or "unknown") for row in inputs])
+        for modality, share in groups.share_by_domain(flags, modalities[::size]).items():
+            self._metrics[mode][f"frac_reward_zero_std/{modality}"].append(share)
+
+    def _refill_groups(self, inputs, output):
+        """Dynamic sampling (DAPO): groups of this batch whose advantages are all zero are replaced by groups of
+        further generation rounds, on questions drawn from the training set (deterministic in the seed, the step, the
+        round and the process), until none is left or `dynamic_sampling.max_rounds` rounds have run; groups still
+        without signal then stay. Every process runs the same number of rounds (generation and reward gathering are
+        collective); each replaces only its own groups (the plan requires whole groups per process).
+
+        Calls TRL's own `_generate_and_score_completions` once per round and merges the rounds' outputs
+        (`groups.merge_rounds`), so TRL's step is not copied. Upgrade risk: TRL adding an output key whose layout
+        `merge_rounds` does not know; dynamic sampling then logs why and keeps the first round as it is.
+        """
+        size = self.num_generations
+        wanted = len(inputs) // size
+        kept = [
+            (0, g) for g, empty in enumerate(groups.no_advantage(output["advantages"], size).tolist()) if not empty
+        ]
+        rounds = [output]
+        while len(rounds) < self.dynamic_sampling.max_rounds and self._any_process(len(kept) < wanted):
+            rounds.append(self._generate_and_score_round(self._fresh_rows(wanted, len(rounds))))
+            flags = groups.no_advantage(rounds[-1]["advantages"], size).tolist()
+            kept += [(len(rounds) - 1, g) for g, empty in enumerate(flags) if not empty]
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/rounds"].append(float(len(rounds)))
+        metrics["dynamic_sampling/zero_signal_kept"].append(max(0, wanted - len(kept)) / wanted)
+        if len(rounds) == 1:
+            return output
+        chosen = kept[:wanted]
+        empty_first = [(0, g) for g in range(wanted) if (0, g) not in kept]
+        chosen += empty_first[: wanted - len(chosen)]
+        picks = [(r, g * size + j) for r, g in chosen for j in range(size)]
+        merged = groups.merge_rounds(rounds, picks, self._tokenizer.pad_token_id)
+        if merged is None:
+            if self._unmergeable is None:
+                self._unmergeable = ", ".join(sorted(output))
+                logger.warning("dynamic_sampling: TRL's batch holds keys not merged here (%s); off", self._unmergeable)
+            return output
+        mask = merged["completion_mask"] * merged.get("tool_mask", 1)
+        merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        return merged
+
+    def _any_process(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        total = self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), reduction="sum")
+        return bool(total.item() > 0)
+
+    def _fresh_rows(self, questions: int, round_number: int) -> list[dict]:
+        """`questions` training rows, each `num_generations` times in a row, as TRL's sampler lays them out."""
+        seed = hash((self.args.seed, self.state.global_step, round_number, self.accelerator.process_index))
+        generator = torch.Generator().manual_seed(seed & 0x7FFFFFFF)
+        indices = torch.randint(len(self.train_dataset), (questions,), generator=generator).tolist()
+        batch = self.train_dataset[indices]
+        rows = [{key: values[i] for key, values in batch.items()} for i in range(questions)]
+        return [dict(row) for row in rows for _ in range(self.num_generations)]
+
+    # -- question order ------------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, dataset=None):
+        """TRL's sampler, or, when the recipe orders or balances its questions, TRL's layout over the schedule's order
+        (`med_r1.sampler.ScheduledSampler`): TRL's own sampler shuffles, so an order would not survive it.
+
+        Overrides TRL 1.16's `GRPOTrainer._get_train_sampler` (transformers' `Trainer._get_train_sampler` hook) and
+        reads the `mini_repeat_count`, `batch_size` and `repeat_count` of the sampler TRL builds. Upgrade risk: TRL
+        renaming those attributes (an AttributeError at the start of training) or laying batches out another way.
+        """
+        sampler = super()._get_train_sampler(dataset)
+        if self.schedule is None or not self.schedule.custom:
+            return sampler
+        return ScheduledSampler(sampler, self.schedule)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and "loss" in logs:

@@ -60,7 +60,7 @@ class GuardedReward:
         if log_metric is not None:
             if self.errors:
                 log_metric(f"rewards/{self.__name__}/errors", float(self.errors))
-            if self.kind == "accuracy" and kwargs.get("modality"):
+            if self.kind in ("accuracy", "judged") and kwargs.get("modality"):
                 for modality, mean in per_group_mean(scores, kwargs["modality"]).items():
                     log_metric(f"rewards/{self.__name__}/{modality}", mean)
         return scores

@@ -28,7 +28,9 @@ from med_r1.errors import ConfigError
 from med_r1.records import COLUMNS, IMAGES
 from med_r1.strict import convert
 
-Kind = Literal["format", "accuracy", "shaping", "other"]
+Kind = Literal["format", "accuracy", "judged", "shaping", "other"]
+"""judged: an accuracy a model judges (logged per modality like accuracy, but probed before training rather than
+gold-checked, since a judge is not a rule)."""
 ENTRY_POINT_GROUP = "med_r1.rewards"
 TRL_ARGUMENTS = (
     "prompts",

@@ -7,6 +7,7 @@ look-alike of that format, passed as overrides of the data paths.
 from pathlib import Path
 
 import pytest
+from chat_server import ChatServer
 
 from conftest import make_omnimedvqa
 from med_r1.cli import main
@@ -27,6 +28,8 @@ def test_recipes_exist():
         "med-r1/think_lora.yaml",
         "med-r1/nothink_full.yaml",
         "med-r1/nothink_lora.yaml",
+        "open_ended.yaml",
+        "open_ended_cpu.yaml",
     } <= names
 
 
@@ -43,6 +46,8 @@ def stand_in_data(source, tmp_path: Path, key: str) -> list[str]:
         for modality in {q.modality_raw for q in questions}:
             write_medr1([q for q in questions if q.modality_raw == modality], folder / f"{modality}_{key}.json", omni)
         return [f"data.{key}.path={folder}", f"data.{key}.image_root={omni}"]
+    if source.format not in ("auto", "omnimedvqa"):  # a VQA set's own format (recipes/open_ended.yaml): the look-alike
+        return [f"data.{key}.path={omni}", f"data.{key}.format=omnimedvqa", f"data.{key}.open_ended=true"]
     return [f"data.{key}.path={omni}"]
 
 
@@ -50,7 +55,12 @@ def stand_in_data(source, tmp_path: Path, key: str) -> list[str]:
 def test_recipe_validates(path, tmp_path, capsys):
     recipe = load_recipe(path)
     overrides = stand_in_data(recipe.data.train, tmp_path, "train") + stand_in_data(recipe.data.eval, tmp_path, "eval")
-    assert main(["validate", str(path), *overrides, f"output_dir={tmp_path / 'run'}"]) == 0, capsys.readouterr().err
+    with ChatServer(reply=lambda prompt: "correct") as judge:  # recipes asking a judge server ask this one
+        for i, spec in enumerate(recipe.rewards):
+            if spec.name == "judge" and spec.kwargs.get("backend", "openai") == "openai":
+                overrides += [f"rewards.{i}.kwargs.base_url={judge.url}", f"rewards.{i}.kwargs.cache_dir={tmp_path}"]
+        code = main(["validate", str(path), *overrides, f"output_dir={tmp_path / 'run'}"])
+    assert code == 0, capsys.readouterr().err
     assert "recipe OK" in capsys.readouterr().out
 
 
@@ -82,3 +92,21 @@ def test_paper_recipes_follow_medr1s_scripts(name):
     assert (recipe.eval.image_size, recipe.eval.min_pixels, recipe.eval.max_pixels) == ("native", 3136, 12845056)
     if name.startswith("cross"):
         assert recipe.matrix.metric == "accuracy_medr1" and recipe.matrix.min_questions == 50
+
+
+def test_the_paper_recipes_take_a_band_a_curriculum_and_balance(tmp_path, capsys):
+    import json
+
+    from med_r1.plan import build_plan
+
+    path = REPO / "recipes" / "med-r1" / "think_full.yaml"
+    overrides = stand_in_data(load_recipe(path).data.train, tmp_path, "train") + [f"output_dir={tmp_path / 'run'}"]
+    questions = build_plan(load_recipe(path, overrides), "difficulty").train
+    rates = tmp_path / "pass_rates.jsonl"
+    rates.write_text("".join(json.dumps({"question_id": q.question_id, "pass_rate": i % 5 / 4}) + "\n"
+                             for i, q in enumerate(questions)))  # fmt: skip
+    chosen = ["data.train.pass_rate=[0.2,0.8]", "data.order=easy_to_hard", "data.balance=modality"]
+    assert main(["validate", str(path), *overrides, *chosen, f"data.pass_rates={rates}"]) == 0
+    out = capsys.readouterr().out
+    kept = sum(0.2 <= i % 5 / 4 <= 0.8 for i in range(len(questions)))
+    assert f"kept {kept}, dropped {len(questions) - kept}" in out and "draws per modality" in out

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 
+from med_r1.data.jsonl import is_yes_no
 from med_r1.data.taxonomy import canonical_modality, canonical_question_type
 from med_r1.errors import DataError
-from med_r1.records import Question
+from med_r1.records import LETTERS, Question
 
 
 def _unit(seed: int, key: str) -> float:
@@ -107,3 +109,14 @@ def image_overlap(train: list[Question], test: list[Question]) -> list[str]:
     files are on disk). Med-R1's question-level splits share images; by-image splits never do."""
     train_images = {image for q in train for image in q.image_key}
     return sorted({image for q in test for image in q.image_key} & train_images)
+
+
+def as_open(question: Question) -> Question:
+    """A multiple-choice question asked without its options: the correct option's text becomes the reference answer
+    ('closed' for a yes/no answer, else 'open'). Open questions are returned as they are."""
+    index = LETTERS.find(question.answer) if len(question.answer) == 1 else -1
+    if not 0 <= index < len(question.options):
+        return question  # open already, or an answer the data checks report
+    answer = question.options[index]
+    kind = "closed" if is_yes_no(answer) else "open"
+    return replace(question, options=(), answer=answer, answer_type=kind)

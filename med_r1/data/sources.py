@@ -152,6 +152,8 @@ def select(source: DataSource, split: SplitConfig, where: str = "data.train") ->
         questions, source.modalities, source.question_types, source.datasets, where=where
     )
     questions = selection.limit(questions, source.limit, split.seed)
+    if source.open_ended:
+        questions = [selection.as_open(q) for q in questions]
     if not questions:
         raise DataError(f"{where}: no questions left after splitting and filtering {source.path}")
     # Problems found while indexing (bad records) have no question to filter on, so all of them are kept.
