@@ -7,6 +7,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tiny models gain nothing from a second thread, and on a busy 2-core machine torch's spinning threads slow a step
+# 5-20x (set before torch is imported; the commands the tests start inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MED_R1_LOG_LEVEL", "WARNING")
 os.environ.setdefault("MED_R1_CACHE", tempfile.mkdtemp(prefix="med_r1_cache_"))  # builtin:tiny-qwen2vl lands here
 
