@@ -32,11 +32,11 @@ from pathlib import Path
 
 from med_r1.answers import is_correct
 from med_r1.config import Recipe
-from med_r1.data.rows import ImageLoader, build_prompt
+from med_r1.data.rows import ImageLoader
 from med_r1.data.schedule import PASS_RATES, pass_rate_file
 from med_r1.errors import DataError
 from med_r1.eval import open_scores
-from med_r1.eval.run import _claim, _conversation, _parse, fingerprint, load_backend, resolve_target
+from med_r1.eval.run import _claim, _parse, conversation, fingerprint, load_backend, resolve_target
 from med_r1.io import append_jsonl, atomic_write_json, read_jsonl
 from med_r1.plan import build_plan
 from med_r1.records import Question
@@ -47,7 +47,8 @@ BANDS = ("never", "sometimes", "always")
 
 
 def sampling(recipe: Recipe, samples: int, model: str | None) -> Recipe:
-    """The recipe with eval settings for sampling K rollouts the way GRPO samples them."""
+    """The recipe with eval settings for sampling K rollouts the way GRPO samples them, on images sized as training
+    sizes them (the eval.image_size/min_pixels/max_pixels of a paper recipe's native evaluation do not apply)."""
     grpo = recipe.grpo
     config = replace(
         recipe.eval,
@@ -57,6 +58,9 @@ def sampling(recipe: Recipe, samples: int, model: str | None) -> Recipe:
         temperature=float(grpo.get("temperature", 1.0)),
         top_p=float(grpo.get("top_p", 1.0)),
         max_new_tokens=int(grpo.get("max_completion_length", 256) or 256),
+        image_size=None,
+        min_pixels=None,
+        max_pixels=None,
     )
     return replace(recipe, eval=config)
 
@@ -90,7 +94,7 @@ def difficulty(recipe: Recipe, samples: int = 8, model: str | None = None, out: 
                 except DataError as exc:
                     logger.warning("%s (left out; tried again next run)", exc)
                     continue
-                conversations.append(_conversation(build_prompt(q, recipe.prompt), images))
+                conversations.append(conversation(q, recipe, recipe.prompt.template, images))
                 ready.append(q)
             for q, outputs in zip(ready, backend.generate(conversations) if ready else [], strict=True):
                 append_jsonl(path, line(q, outputs, judge))
