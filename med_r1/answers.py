@@ -203,7 +203,7 @@ def _match_option_text(span: str, options) -> str | None:
     # The answer quotes one option's text inside a sentence; the longest quoted option wins if it is the only one.
     normalised = [normalise_text(o) for o in options]
     contained = [
-        i for i, o in enumerate(normalised) if len(o) >= 3 and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)
+        i for i, o in enumerate(normalised) if len(o) >= 2 and re.search(rf"(?<!\w){re.escape(o)}(?!\w)", wanted)
     ]
     if contained:
         longest = max(len(normalised[i]) for i in contained)

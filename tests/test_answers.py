@@ -135,6 +135,21 @@ def test_hedged_or_negated_answers_name_no_letter(completion, letter):
     assert choice_letter(extract_answer(completion), HEDGES) == letter
 
 
+@pytest.mark.parametrize(
+    "completion, letter",
+    [
+        ("<answer>MRI or CT</answer>", None),  # a two-letter option text counts as a named option too
+        ("<answer>CT or MRI</answer>", None),
+        ("<answer>an MRI, not a CT</answer>", None),
+        ("<answer>CT</answer>", "A"),
+        ("<answer>It is a CT scan</answer>", "A"),
+        ("<answer>MRI</answer>", "B"),
+    ],
+)
+def test_hedges_between_short_option_texts_name_no_letter(completion, letter):
+    assert choice_letter(extract_answer(completion), ["CT", "MRI", "X-Ray", "Ultrasound"]) == letter
+
+
 def test_an_option_whose_text_joins_letters_is_no_hedge():
     options = ["Hepatitis A or B", "HIV"]
     assert parse_choice("Hepatitis A or B", options) == "A"
