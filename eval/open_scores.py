@@ -51,7 +51,11 @@ def judge_open(out: Path, questions: list[Question], judge: Judge, batch: int = 
     path = out / JUDGED
     done = {r["question_id"] for r in read_jsonl(path, repair=True) if r.get("judge") == judge.tag}
     by_id = {q.question_id: q for q in questions}
-    pending = [r for r in _open_rows(read_jsonl(out / "predictions.jsonl")) if r["question_id"] not in done]
+    pending = [
+        r
+        for r in _open_rows(read_jsonl(out / "predictions.jsonl"))
+        if r["question_id"] in by_id and r["question_id"] not in done
+    ]
     for start in range(0, len(pending), batch):
         rows = pending[start : start + batch]
         asked = [r for r in rows if r.get("parsed")]
@@ -90,7 +94,7 @@ def to_markdown(section: dict | None) -> str:
         (f"{group}: {key}", cell) for group in GROUPS for key, cell in section[f"by_{group}"].items()
     ]
     for name, cell in named:
-        tail = f" {100 * cell['judged']:.1f}% |" if judged else ""
+        tail = (f" {100 * cell['judged']:.1f}% |" if cell["judged"] is not None else " - |") if judged else ""
         lines.append(
             f"| {name} | {cell['count']} | {100 * cell['exact_match']:.1f}% | {100 * cell['token_f1']:.1f}% |{tail}"
         )
@@ -111,6 +115,6 @@ def _cell(rows: list[dict], judged: dict[str, float | None] | None) -> dict:
     if judged is not None:
         scores = [judged.get(r["question_id"]) for r in rows]
         given = [s for s in scores if s is not None]
-        cell["judged"] = sum(given) / len(given) if given else 0.0
+        cell["judged"] = sum(given) / len(given) if given else None  # no verdict at all is no accuracy
         cell["unjudged"] = len(scores) - len(given)
     return cell

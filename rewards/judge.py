@@ -47,28 +47,30 @@ Reply with one word: correct, partial or incorrect."""
 
 PLACEHOLDERS = ("{question}", "{reference}", "{answer}")
 VERDICTS = {"correct": 1.0, "partial": 0.5, "partially correct": 0.5, "incorrect": 0.0}
-_LEADING_THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_NUMBER = re.compile(r"^(?:0|1|0?\.\d+|0\.\d*|1\.0*)$")
+_DECORATION = "*`\"' ."
 
 
 def parse_verdict(reply: str) -> float | None:
     """The score a judge's reply gives, or None when the reply is not exactly one verdict.
 
-    A reasoning judge's leading <think>...</think> block, surrounding quotes or bold marks and a final full stop are
-    allowed; nothing else is.
+    A reasoning judge's thinking up to its last </think> (with or without the opening <think>, which a template may
+    have written), surrounding quotes, bold marks and a final full stop are allowed; nothing else is.
 
     >>> [parse_verdict(r) for r in ["correct", " Incorrect.", "**partial**", "0.75", "<think>hm</think>correct"]]
     [1.0, 0.0, 0.5, 0.75, 1.0]
-    >>> [parse_verdict(r) for r in ["correct, mostly", "1.5", "The answer is correct", ""]]
-    [None, None, None, None]
+    >>> [parse_verdict(r) for r in ["**Correct**.", '"correct".', "hm, the liver </think> incorrect", "1"]]
+    [1.0, 1.0, 0.0, 1.0]
+    >>> [parse_verdict(r) for r in ["correct, mostly", "1.5", "The answer is correct", "", "0_1", "1e-1"]]
+    [None, None, None, None, None, None]
     """
-    text = _LEADING_THINK.sub("", reply or "").strip().strip("*`\"'").strip().rstrip(".").strip().lower()
+    text = reply or ""
+    if "</think>" in text.lower():
+        text = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
+    text = text.strip().strip(_DECORATION).strip().lower()
     if text in VERDICTS:
         return VERDICTS[text]
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if 0.0 <= value <= 1.0 else None
+    return float(text) if _NUMBER.match(text) else None
 
 
 def render(rubric: str, question: str, reference: str, answer: str) -> str:
@@ -96,6 +98,10 @@ class JudgeSettings:
 
     def __post_init__(self):
         problems = []
+        if self.backend not in ("openai", "local"):
+            problems.append(
+                f"kwargs.backend: 'openai' (an HTTP endpoint) or 'local' (a causal LM), got {self.backend!r}"
+            )
         if not self.model:
             problems.append("kwargs.model: name the judge model (the served model's name, or a causal LM for local)")
         missing = [p for p in PLACEHOLDERS if p not in (self.rubric or RUBRIC)]
@@ -179,8 +185,8 @@ class Judge:
         found: dict[str, dict] = {}
         for key in dict.fromkeys(keys):
             hit = self.cache.get(key)
-            if hit is not None:
-                found[key] = hit
+            if hit is not None and isinstance(hit.get("reply"), str):
+                found[key] = {**hit, "score": parse_verdict(hit["reply"])}  # read anew: the parser may have changed
         self.stats.cached += sum(k in found for k in keys)
         missing = {k: item for k, item in zip(keys, items, strict=True) if k not in found}
         failures = []
@@ -191,8 +197,9 @@ class Judge:
                 if isinstance(reply, JudgeError):
                     failures.append(reply)
                     continue
-                found[key] = {"reply": reply, "score": parse_verdict(reply)}
-                self.cache.put(key, found[key])
+                found[key] = {"reply": str(reply), "score": parse_verdict(reply)}
+                if found[key]["score"] is not None or not getattr(reply, "cut_off", False):
+                    self.cache.put(key, found[key])  # a reply cut off by max_tokens may come out whole next time
         if failures:
             raise JudgeError(f"{len(failures)} of {len(missing)} judge requests failed; the first: {failures[0]}")
         scores = [found[k]["score"] for k in keys]
@@ -206,6 +213,8 @@ class Judge:
             reply = self.backend.ask(prompt, retries=0)
         except JudgeError as exc:
             return [str(exc)], []
+        except Exception as exc:  # whatever else a broken endpoint or model does, it is this judge's problem
+            return [f"judge {self.settings.model!r}: asking a test question failed: {type(exc).__name__}: {exc}"], []
         if parse_verdict(reply) is None:
             return [], [
                 f"judge {self.settings.model!r}: its reply to a test question, {reply[:80]!r}, is not a verdict "

@@ -5,15 +5,17 @@ be answered comes back as its `JudgeError` (the caller keeps the replies that di
 
 - `HTTPJudge` speaks the chat-completions protocol (`POST {base_url}/chat/completions`) that `vllm serve`, OpenAI and
   most hosted judges answer, with the standard library only: requests run concurrently on a bounded thread pool, each
-  with a timeout and retries with exponential backoff on connection errors, timeouts, 408/429 and 5xx. Once a request
-  has used up its retries the endpoint is taken as down for `DOWN_FOR` seconds, and requests fail at once instead of
-  each retrying again (a dead judge then costs seconds per step, not minutes).
+  with a timeout and retries with exponential backoff (a `Retry-After` in seconds or as a date is honoured) on
+  connection errors, timeouts, 408/409/425/429 and 5xx other than 501/505. When a request could not reach the
+  endpoint at all through its retries, the endpoint is taken as down for `DOWN_FOR` seconds and requests fail at once
+  instead of each retrying again (a dead judge then costs seconds per step, not minutes); any reply ends that.
 - `LocalJudge` loads any Hugging Face causal LM once and generates greedily in batches, on the training GPU when there
   is one (`device: auto`) or on the CPU.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import os
@@ -27,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from med_r1.errors import ConfigError
 from med_r1.tiny import resolve_builtin
 
-RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
-"""HTTP statuses worth asking again: timeouts, rate limits, an overloaded or restarting server."""
+RETRYABLE = {408, 409, 425, 429}
+"""HTTP statuses below 500 worth asking again (timeouts, conflicts, rate limits); every 5xx is too, but 501 and 505
+(the server will never do it)."""
 DOWN_FOR = 30.0
 """Seconds an endpoint that failed every retry is treated as down (requests fail fast meanwhile)."""
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -36,6 +39,17 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 class JudgeError(RuntimeError):
     """The judge could not answer (unreachable, timed out, refused the request, or spoke another protocol)."""
+
+
+class Reply(str):
+    """A judge's reply text; `cut_off` when the judge stopped at max_tokens (such a reply is not cached unless it
+    holds a verdict)."""
+
+    cut_off: bool = False
+
+
+def retryable(status: int) -> bool:
+    return status in RETRYABLE or (status >= 500 and status not in (501, 505))
 
 
 class HTTPJudge:
@@ -61,11 +75,16 @@ class HTTPJudge:
         self.max_tokens = max_tokens
         self.headers = {"Content-Type": "application/json"}
         if api_key_env:
-            key = os.environ.get(api_key_env)
+            key = os.environ.get(api_key_env, "").strip()
             if not key:
                 raise ConfigError(
                     f"judge: kwargs.api_key_env names {api_key_env}, which is not set; export {api_key_env}=<key> "
                     "before starting (the key itself never goes into a recipe)"
+                )
+            if any(ord(c) < 32 or ord(c) == 127 for c in key):
+                raise ConfigError(
+                    f"judge: the key in {api_key_env} holds control characters (a pasted line break?); set it to the "
+                    "key alone"
                 )
             self.headers["Authorization"] = f"Bearer {key}"
         host = urllib.parse.urlsplit(base_url).hostname or ""
@@ -86,6 +105,8 @@ class HTTPJudge:
             return self.ask(prompt)
         except JudgeError as exc:
             return exc
+        except Exception as exc:  # anything else still fails this prompt only, with the URL, not the whole batch
+            return JudgeError(f"the judge at {self.url}: {type(exc).__name__}: {exc}")
 
     def ask(self, prompt: str, retries: int | None = None) -> str:
         """The judge's reply to one prompt; JudgeError once every attempt has failed."""
@@ -98,7 +119,7 @@ class HTTPJudge:
                 "max_tokens": self.max_tokens,
             }
         ).encode()
-        failure = ""
+        failure, reached = "", False
         for attempt in range(retries + 1):
             with self._lock:
                 down = time.monotonic() < self._down_until
@@ -110,10 +131,19 @@ class HTTPJudge:
             try:
                 request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
                 with self._opener.open(request, timeout=self.timeout) as response:
-                    return self._content(response.read())
+                    payload = response.read()
+                with self._lock:
+                    self._down_until = 0.0  # it answers
+                return self._content(payload)
             except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode("utf-8", "replace").strip()
-                if exc.code not in RETRYABLE:
+                reached = True
+                with self._lock:
+                    self._down_until = 0.0  # it answers, if only with an error
+                try:
+                    detail = exc.read()[:300].decode("utf-8", "replace").strip()
+                except Exception:  # a body that stalls or breaks off: the status says enough
+                    detail = ""
+                if not retryable(exc.code):
                     raise JudgeError(
                         f"the judge at {self.url} answered HTTP {exc.code} ({detail}); {_hint(exc.code, self)}"
                     ) from None
@@ -128,20 +158,32 @@ class HTTPJudge:
             f"the judge at {self.url} failed {retries + 1} time(s): {failure}. Is it running? Start it with "
             f"`vllm serve {self.model or 'JUDGE_MODEL'}` (or check kwargs.base_url, kwargs.timeout)"
         )
-        with self._lock:
-            self._down_until, self._down_reason = time.monotonic() + DOWN_FOR, reason
+        if not reached:  # it never answered: down; one prompt it keeps refusing says nothing about the others
+            with self._lock:
+                self._down_until, self._down_reason = time.monotonic() + DOWN_FOR, reason
         raise JudgeError(reason)
 
     def _content(self, payload: bytes) -> str:
         try:
-            content = json.loads(payload)["choices"][0]["message"]["content"]
+            choice = json.loads(payload)["choices"][0]
+            content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise JudgeError(
                 f"the judge at {self.url} answered something that is not a chat completion "
                 f"({payload[:200].decode('utf-8', 'replace')!r}); kwargs.base_url must point at an OpenAI-compatible "
                 "server, usually ending in /v1"
             ) from None
-        return content if isinstance(content, str) else ""  # null content (e.g. a reasoning model cut off)
+        cut_off = choice.get("finish_reason") == "length"
+        if not isinstance(content, str) or not content.strip():
+            if cut_off:  # a reasoning judge still thinking when max_tokens ran out
+                raise JudgeError(
+                    f"the judge at {self.url} ran out of kwargs.max_tokens={self.max_tokens} before answering (a "
+                    "reasoning model?); raise kwargs.max_tokens"
+                )
+            content = ""
+        reply = Reply(content)
+        reply.cut_off = cut_off
+        return reply
 
 
 def _is_timeout(reason) -> bool:
@@ -149,14 +191,24 @@ def _is_timeout(reason) -> bool:
 
 
 def _retry_after(value: str | None) -> float:
-    try:
-        return min(float(value), 30.0) if value else 0.0
-    except ValueError:
+    """Seconds a Retry-After header asks for (a number of seconds or an HTTP date), at most 30."""
+    if not value:
         return 0.0
+    try:
+        return min(max(float(value), 0.0), 30.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(when.timestamp() - time.time(), 0.0), 30.0)
 
 
 def _hint(status: int, judge: HTTPJudge) -> str:
     if status in (401, 403):
+        if "Authorization" not in judge.headers:
+            return "the server wants a key: set kwargs.api_key_env to the name of a variable holding it"
         return "the server refused the key: check the variable kwargs.api_key_env names"
     if status == 404:
         return f"check kwargs.base_url (usually ending in /v1) and that the server serves kwargs.model {judge.model!r}"
@@ -188,7 +240,12 @@ class LocalJudge:
             ) from None
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        if self.tokenizer.pad_token is None:
+            raise ConfigError(
+                f"judge: the local judge {model!r} has no pad, end-of-sequence or unknown token to pad batches "
+                "with; use a model whose tokenizer has one"
+            )
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.requests = 0
 
@@ -198,7 +255,12 @@ class LocalJudge:
         texts = [self._render(p) for p in prompts]
         replies: list[str | JudgeError] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not self.tokenizer.chat_template,  # the template wrote BOS already
+            )
             batch = batch.to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(

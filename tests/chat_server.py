@@ -4,8 +4,9 @@
         judge_reward(..., base_url=server.url, model="judge")
         server.prompts, server.max_in_flight
 
-`fail_first` requests are answered `fail_status` (a flaky or rate-limiting judge); `body` replaces the whole response
-(a server speaking another protocol); `delay` holds each answer back (timeouts, concurrency).
+`fail_first` requests are answered `fail_status` (a flaky or rate-limiting judge), with `fail_headers` (Retry-After);
+`body` replaces the whole response (a server speaking another protocol); `choice` replaces the choice (a null content,
+a finish_reason); `delay` holds each answer back (timeouts, concurrency).
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    def __init__(self, reply=lambda prompt: "correct", delay=0.0, fail_first=0, fail_status=503, body=None):
-        self.reply, self.delay, self.body = reply, delay, body
-        self.fail_first, self.fail_status = fail_first, fail_status
+    def __init__(
+        self,
+        reply=lambda prompt: "correct",
+        delay=0.0,
+        fail_first=0,
+        fail_status=503,
+        body=None,
+        fail_headers=None,
+        choice=None,
+    ):
+        self.reply, self.delay, self.body, self.choice = reply, delay, body, choice
+        self.fail_first, self.fail_status, self.fail_headers = fail_first, fail_status, fail_headers or {}
+        self.times: list[float] = []
         self.prompts: list[str] = []
         self.headers: list[dict] = []
         self.models: list[str] = []
@@ -60,30 +71,35 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.headers.append(dict(self.headers))
+                    server.times.append(time.monotonic())
                 try:
                     time.sleep(server.delay)
                     if self.path != "/v1/chat/completions":
                         return self._send(404, {"error": f"no route {self.path}"})
                     if number <= server.fail_first:
-                        return self._send(server.fail_status, {"error": "try again"})
+                        return self._send(server.fail_status, {"error": "try again"}, server.fail_headers)
                     prompt = request["messages"][-1]["content"]
                     with server._lock:
                         server.prompts.append(prompt)
                         server.models.append(request.get("model"))
                     if server.body is not None:
                         return self._send(200, server.body)
-                    message = {"role": "assistant", "content": server.reply(prompt)}
-                    return self._send(
-                        200, {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
-                    )
+                    text = server.reply(prompt)
+                    if isinstance(text, int):  # a status for this prompt alone
+                        return self._send(text, {"error": "not this one"})
+                    message = {"role": "assistant", "content": text}
+                    choice = server.choice or {"index": 0, "message": message, "finish_reason": "stop"}
+                    return self._send(200, {"object": "chat.completion", "choices": [choice]})
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _send(self, status: int, payload) -> None:
+            def _send(self, status: int, payload, headers=None) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -191,10 +191,68 @@ def test_failures_follow_reward_errors(tmp_path):
     assert guarded.errors == 1
 
 
+def test_a_retry_after_date_is_waited_for(tmp_path):
+    import email.utils
+
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)
+    with ChatServer(fail_first=1, fail_status=429, fail_headers={"Retry-After": when}) as server:
+        assert ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, retries=1) == [1.0]
+    assert server.times[1] - server.times[0] >= 1.5  # the date has whole seconds: 2-3 s away
+
+
+@pytest.mark.parametrize("status, asked", [(520, 2), (529, 2), (507, 2), (501, 1), (505, 1)])
+def test_every_5xx_but_not_implemented_is_retried(tmp_path, status, asked):
+    with ChatServer(fail_first=1, fail_status=status) as server:
+        try:
+            ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, retries=1)
+        except JudgeError:
+            pass
+        assert server.received == asked
+
+
+def test_a_refused_prompt_leaves_the_judge_up_for_the_others(tmp_path):
+    with ChatServer(reply=lambda p: 500 if "Candidate answer: bad" in p else "correct") as server:
+        with pytest.raises(JudgeError, match="HTTP 500"):
+            ask(server.url, ["<answer>bad</answer>"], ["x"], tmp_path, retries=1)
+        assert ask(server.url, ["<answer>good</answer>"], ["x"], tmp_path, retries=1) == [1.0]
+
+
+def test_keys_are_read_without_their_line_break_and_control_characters_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PASTED_KEY", "sk-test\n")
+    monkeypatch.setenv("BROKEN_KEY", "sk-\x01test")
+    with ChatServer() as server:
+        ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, api_key_env="PASTED_KEY")
+        assert server.headers[0]["Authorization"] == "Bearer sk-test"
+        with pytest.raises(ConfigError, match="BROKEN_KEY holds control characters"):
+            ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path, api_key_env="BROKEN_KEY")
+
+
+def test_a_server_that_wants_a_key_says_so(tmp_path):
+    with ChatServer(fail_first=1, fail_status=401) as server:
+        with pytest.raises(JudgeError, match="wants a key: set kwargs.api_key_env"):
+            ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path)
+
+
+def test_a_reasoning_judge_cut_off_before_answering_is_an_error_not_a_cached_none(tmp_path):
+    choice = {"index": 0, "message": {"content": None, "reasoning_content": "Let me"}, "finish_reason": "length"}
+    with ChatServer(choice=choice) as server:
+        with pytest.raises(JudgeError, match="max_tokens"):
+            ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path)
+    assert not list(tmp_path.rglob("*.json"))  # nothing cached: a larger max_tokens asks again
+    with ChatServer(reply=lambda p: "The answer names the liver.\n</think>\n\ncorrect") as server:
+        assert ask(server.url, ["<answer>a</answer>"], ["x"], tmp_path) == [1.0]  # its template opened <think>
+
+
+def test_a_misspelled_backend_is_refused():
+    with pytest.raises(ConfigError, match="kwargs.backend"):
+        JudgeSettings(backend="Local", model="x")
+
+
 def test_parse_is_strict():
     assert parse_verdict("incorrect") == 0.0 and parse_verdict("partially correct") == 0.5
     assert parse_verdict("correct\nBecause the liver is enlarged.") is None
     assert parse_verdict("nan") is None and parse_verdict("-0.5") is None
+    assert parse_verdict("0_1") is None and parse_verdict("1e-1") is None and parse_verdict("**Correct**.") == 1.0
 
 
 def open_recipe(model, out, judge: dict) -> dict:

@@ -56,7 +56,9 @@ def test_replies_that_are_no_verdict_are_counted_not_scored(tiny_model, omni_dir
     out = next((tmp_path / "run" / "eval").iterdir())
     metrics = json.loads((out / "metrics.json").read_text())["open"]["overall"]
     parsed = [json.loads(x)["parsed"] for x in (out / "predictions.jsonl").read_text().splitlines()]
-    assert metrics["unjudged"] == sum(bool(p) for p in parsed) and metrics["judged"] == 0.0
+    assert metrics["unjudged"] == sum(bool(p) for p in parsed)
+    # empty answers score 0 without asking; with no verdict at all there is no judged accuracy (not 0%)
+    assert metrics["judged"] == (None if metrics["unjudged"] == metrics["count"] else 0.0)
 
 
 def test_a_judge_that_is_down_fails_before_generation(tiny_model, omni_dir, tmp_path, capsys):
