@@ -536,6 +536,29 @@ def _check_recipe(recipe: Recipe) -> list[str]:
         errors.append("model.freeze_vision: applies to full fine-tuning; LoRA leaves the vision tower frozen already")
     if lora.r <= 0:
         errors.append(f"model.lora.r: must be positive, got {lora.r}")
+    if lora.alpha <= 0:
+        errors.append(f"model.lora.alpha: must be positive, got {lora.alpha}")
+    if not 0.0 <= lora.dropout < 1.0:
+        errors.append(f"model.lora.dropout: must be at least 0 and below 1 (a probability), got {lora.dropout}")
+    if not str(recipe.output_dir).strip():
+        errors.append("output_dir: must name a folder for the run (e.g. runs/my-run)")
+    if recipe.data.image_size is not None and recipe.data.image_size < 1:
+        errors.append(
+            f"data.image_size: must be at least 1 (or null to keep the images' own size), got {recipe.data.image_size}"
+        )
+    if recipe.eval.do_sample and recipe.eval.temperature <= 0:
+        errors.append(f"eval.temperature: must be positive when eval.do_sample is true, got {recipe.eval.temperature}")
+    if not 0.0 < recipe.eval.top_p <= 1.0:
+        errors.append(f"eval.top_p: must be above 0 and at most 1, got {recipe.eval.top_p}")
+    if (
+        recipe.eval.open_scorer == "judge"
+        and not recipe.eval.judge
+        and not any(spec.name == "judge" for spec in recipe.rewards)
+    ):
+        errors.append(
+            "eval.open_scorer: judge needs the judge's settings: set eval.judge: {base_url: ..., model: ...}, or add "
+            "a `judge` reward to rewards (its kwargs are used)"
+        )
     split = recipe.data.split
     if not 0.0 < split.test_ratio < 1.0:
         errors.append(f"data.split.test_ratio: must be between 0 and 1, got {split.test_ratio}")
@@ -555,9 +578,12 @@ def _check_recipe(recipe: Recipe) -> list[str]:
                 errors.append(f"{section}.{key}: must be at least 1, got {getattr(config, key)}")
     _, low, high = eval_images(recipe)
     if low is not None and high is not None and low > high:
+        keys = [
+            f"{'eval' if getattr(recipe.eval, k) is not None else 'model'}.{k}" for k in ("min_pixels", "max_pixels")
+        ]
         errors.append(
-            f"eval.min_pixels: the evaluation's min_pixels {low} exceeds its max_pixels {high} (eval.* where set, "
-            "else model.*); lower eval.min_pixels or raise eval.max_pixels"
+            f"{keys[0]}: {low} exceeds {keys[1]} {high} (evaluation uses eval.* where set, else model.*); lower "
+            f"{keys[0]} or raise {keys[1]}"
         )
     if recipe.matrix.min_questions < 1:
         errors.append(f"matrix.min_questions: must be at least 1, got {recipe.matrix.min_questions}")

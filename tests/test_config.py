@@ -164,6 +164,32 @@ def test_ranges_are_checked():
     assert any("eval.num_samples: must be at least 1" in p for p in found)
 
 
+def test_values_with_an_obvious_domain_are_checked_before_anything_runs():
+    found = problems(
+        BASE,
+        [
+            "data.image_size=-5",
+            "model.lora.dropout=2",
+            "model.lora.alpha=0",
+            "eval.do_sample=true",
+            "eval.temperature=-1",
+            "eval.top_p=2",
+            "output_dir=",
+            "eval.open_scorer=judge",
+        ],
+    )
+    for expected in (
+        "data.image_size: must be at least 1",
+        "model.lora.dropout: must be at least 0 and below 1",
+        "model.lora.alpha: must be positive",
+        "eval.temperature: must be positive when eval.do_sample is true, got -1",
+        "eval.top_p: must be above 0 and at most 1, got 2",
+        "output_dir: must name a folder",
+        "eval.open_scorer: judge needs the judge's settings",
+    ):
+        assert any(expected in p for p in found), (expected, found)
+
+
 def test_evaluation_images_default_to_training_and_are_checked():
     trained = {**BASE, "model": {**BASE["model"], "min_pixels": 3136, "max_pixels": 401408}, "data": {
         **BASE["data"], "image_size": 384}}  # fmt: skip
@@ -173,8 +199,10 @@ def test_evaluation_images_default_to_training_and_are_checked():
     assert eval_images(parse_recipe(trained, ["eval.image_size=224"]))[0] == 224
     found = problems(trained, ["eval.image_size=0", "eval.min_pixels=500000", "matrix.min_questions=0"])
     assert any("eval.image_size: must be at least 1 (or native), got 0" in p for p in found)
-    assert any("eval.min_pixels: the evaluation's min_pixels 500000 exceeds its max_pixels 401408" in p for p in found)
+    assert any("eval.min_pixels: 500000 exceeds model.max_pixels 401408" in p for p in found)
     assert any("matrix.min_questions: must be at least 1" in p for p in found)
+    found = problems(trained, ["model.min_pixels=500000"])  # the keys named are the ones the user set
+    assert any("model.min_pixels: 500000 exceeds model.max_pixels 401408" in p for p in found)
     assert problems(trained, ["eval.image_size=big", "matrix.metric=f1"]) == [
         "eval.image_size: expected an integer or 'native', got str 'big'",
         "matrix.metric: 'f1' is not one of 'accuracy', 'accuracy_medr1'",
