@@ -74,7 +74,7 @@ def difficulty(recipe: Recipe, samples: int = 8, model: str | None = None, out: 
     path = Path(out) / PASS_RATES if out else pass_rate_file(recipe)
     target = resolve_target(recipe)
     judge = open_scores.start_judge(recipe)
-    _claim(path.parent, settings(recipe, target, judge))
+    _claim(path.parent, settings(recipe, target, judge), "Pick another folder with --out (or data.pass_rates)")
     done = {r["question_id"] for r in read_jsonl(path, repair=True)}
     pending = [q for q in questions if q.question_id not in done]
     pending.sort(key=lambda q: -(len(q.question) + sum(map(len, q.options)) + 1000 * len(q.images)))

@@ -265,20 +265,44 @@ def _answered(path: Path) -> set[str]:
     return {r["question_id"] for r in rows if "error" not in r}
 
 
-def _claim(out: Path, settings: dict) -> None:
-    """Refuse to mix two different evaluations in one folder; record what this one is."""
+def _claim(out: Path, settings: dict, rename: str = "Set eval.name=<new name>") -> None:
+    """Refuse to mix two different evaluations in one folder; record what this one is.
+
+    A folder whose recorded settings differ but that holds no results yet (an evaluation that failed before its first
+    answer) is taken over, so a failed run never blocks its corrected retry. A folder holding files of something
+    else is refused. `rename` says how to pick another folder.
+    """
     path = out / "eval_config.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder for results; {rename}, or move the file away")
+    results = (
+        [f for f in out.iterdir() if f.name != path.name and (f.is_dir() or f.stat().st_size)] if out.is_dir() else []
+    )
+    settings = json.loads(json.dumps(settings))
     if path.exists():
-        before = json.loads(path.read_text())
-        if before != json.loads(json.dumps(settings)):
-            changed = sorted(
-                k for k in set(before) | set(settings) if before.get(k) != json.loads(json.dumps(settings)).get(k)
-            )
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if before != settings and results:
+            changed = sorted(k for k in set(before or {}) | set(settings) if (before or {}).get(k) != settings.get(k))
             raise UserError(
                 f"{out} holds results of a different evaluation (changed: {', '.join(changed)}); nothing was "
-                "overwritten. Set eval.name=<new name>, or move that folder away to redo it."
+                f"overwritten. {rename}, or move that folder away to redo it."
             )
-    out.mkdir(parents=True, exist_ok=True)
+        if before != settings:
+            logger.info(
+                "%s: an earlier evaluation with other settings stopped before any result; starting afresh", out
+            )
+    elif results:
+        raise UserError(
+            f"{out} already holds files ({', '.join(sorted(f.name for f in results)[:3])}) that are no results of "
+            f"med-r1's; nothing was overwritten. {rename}, or empty that folder."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the results folder {out}: {exc.strerror or exc}; {rename}") from None
     atomic_write_json(path, settings)
 
 

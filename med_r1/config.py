@@ -420,9 +420,15 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
 
+RESOLVED_HEADER = "# med-r1: the resolved recipe of this run, every default filled in\n"
+"""The first line of every recipe.yaml med-r1 writes into a run folder (so a user's own recipe.yaml is never taken for
+one)."""
+
+
 def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the resolved recipe (every default filled in), atomically."""
-    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True))
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+    atomic_write_text(path, RESOLVED_HEADER + text)
 
 
 def _positive(v) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from med_r1.config import Recipe, dump_recipe, recipe_to_dict
+from med_r1.config import RESOLVED_HEADER, Recipe, dump_recipe, recipe_to_dict
 from med_r1.data.schedule import PASS_RATES, Schedule
 from med_r1.errors import UserError
 from med_r1.io import atomic_write_bytes, atomic_write_json, safetensors_whole
@@ -85,6 +85,16 @@ def start(recipe: Recipe) -> Path:
     its half-written checkpoints (never resumable) are removed so they cannot be mistaken for this run's.
     """
     out = Path(recipe.output_dir)
+    theirs = out / RECIPE
+    if recipe.resume is False and theirs.is_file() and not holds_run(out):
+        with open(theirs, encoding="utf-8", errors="replace") as f:
+            written_by_us = f.readline() == RESOLVED_HEADER or (out / METRICS).exists()
+        if not written_by_us:
+            raise UserError(
+                f"output_dir {out} holds a recipe.yaml that med-r1 did not write (your own recipe?); a run writes its "
+                "resolved recipe there, so nothing was started or overwritten. Set output_dir=<another folder>, e.g. "
+                "runs/my-run"
+            )
     if recipe.resume is False and started_here(out):
         logger.warning(
             "output_dir %s holds an earlier run that saved no complete checkpoint and no final model: nothing to "

@@ -969,7 +969,61 @@ CASES: list[Case] = [
         check=lambda c: assert_files(c.run, "metrics.jsonl", "rewards.png"),
     ),
     Case("verbose-brings-the-metrics-back", "17", [Run(["train", "{recipe}", "--verbose"], rc=0, says=("'loss':",))]),
+    # ---- found by a second review, after the fixes above ----
+    Case(
+        "output-dir-holds-the-users-own-recipe",
+        "review",
+        [Run(["train", "{recipe}", "output_dir={dir}"], says=("recipe.yaml that med-r1 did not write",))],
+    ),
+    Case(
+        "failed-eval-does-not-block-its-retry",
+        "review",
+        [
+            Run(
+                ["eval", "{recipe}", "eval.name=x", "eval.max_new_tokens=2", "data.eval.limit=2"],
+                rc=0,
+                says=("predictions and metrics in",),
+            )
+        ],
+        {"data.eval": {"path": "{omni}"}},
+        setup=lambda c: write(c.run / "eval" / "x" / "eval_config.json", '{"model": "an earlier, failed one"}'),
+        may_change=("run/eval/x/*",),
+    ),
+    Case(
+        "eval-output-dir-under-a-file",
+        "review",
+        [Run(["eval", "{recipe}", "output_dir={dir}/file"], says=("cannot create the results folder",))],
+        {"data.eval": {"path": "{omni}"}},
+        setup=lambda c: write(c.dir / "file", "not a folder"),
+    ),
+    Case(
+        "difficulty-out-holds-other-files",
+        "review",
+        [
+            Run(
+                ["data", "difficulty", "{recipe}", "--samples", "1", "--out", "{dir}/mine"],
+                says=("summary.json", "no results of med-r1's", "--out"),
+            )
+        ],
+        setup=lambda c: write(c.dir / "mine" / "summary.json", "my own notes"),
+    ),
+    Case(
+        "out-of-range-values-found-by-validate",
+        "review",
+        [
+            Run(
+                ["validate", "{recipe}", "data.image_size=-5", "model.lora.dropout=2", "eval.top_p=2"],
+                says=("data.image_size: must be at least 1", "model.lora.dropout", "eval.top_p"),
+            )
+        ],
+    ),
 ]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
 
 DUPLICATE_GRPO = """\
 model: {{name_or_path: {model}, finetune: full}}
@@ -1170,8 +1224,10 @@ def test_the_count(capsys):
     if len(RESULTS) < len(CASES):
         pytest.skip("the whole table did not run")
     held = sum(r.item == "held" for r in RESULTS)
+    review = sum(r.item == "review" for r in RESULTS)
     line = (
-        f"{len(RESULTS)} cases ({held} that already behaved, {len(RESULTS) - held} from issue 13), "
+        f"{len(RESULTS)} cases ({held} that already behaved, {len(RESULTS) - held - review} from issue 13, {review} "
+        "from a second review), "
         f"{sum(r.commands for r in RESULTS)} commands: {sum(r.clean for r in RESULTS)} clean, "
         f"{sum(r.traceback for r in RESULTS)} tracebacks, {sum(len(r.lost) for r in RESULTS)} files lost"
     )
