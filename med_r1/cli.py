@@ -347,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     # transformers renames gradient_checkpointing in v6; TRL still uses the old name. Nothing for a user to act on.
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # key=value overrides written after an option (`train r.yaml --verbose grpo.beta=0`) are still overrides
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=os.environ.get("MED_R1_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

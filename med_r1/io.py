@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from med_r1.errors import UserError
+from med_r1.errors import DataError, UserError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -37,17 +37,35 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
-    """Read a JSON-lines file. With `repair`, a torn last line (an interrupted append) is cut off the file."""
+    """Read a JSON-lines file of objects; a line that is no JSON object is a DataError naming the file and line.
+
+    A last line without its newline is kept when it is whole JSON (a file written by hand) and dropped when it is not
+    (a torn append: the writer died mid-line); with `repair`, such a torn line is cut off the file.
+    """
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     rows, good_end = [], 0
-    for line in data.splitlines(keepends=True):
+    lines = data.splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
         if not line.endswith(b"\n"):
-            break  # torn: the writer died mid-line
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                break  # torn: the writer died mid-line
+            if isinstance(row, dict):
+                rows.append(row)
+                good_end += len(line)
+            break
         if line.strip():
-            rows.append(json.loads(line))
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: a line must be a JSON object, got {type(row).__name__}")
+            rows.append(row)
         good_end += len(line)
     if repair and good_end != len(data):
         with open(path, "r+b") as f:

@@ -138,6 +138,12 @@ def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
     if problems:
         raise UserError("matrix: domains that match no question (nothing was run):", problems)
     train_domains, test_domains, skipped = domains(recipe, data.train, data.eval)
+    if not train_domains:
+        sizes = ", ".join(f"{d} {n}" for d, n in skipped.items())
+        raise UserError(
+            f"matrix: no training domain has matrix.min_questions={recipe.matrix.min_questions} questions ({sizes}); "
+            "nothing was run. Lower matrix.min_questions, or name matrix.train_domains"
+        )
     n_eval = len(data.eval)
     plan = cells(recipe, train_domains)
     lines = [

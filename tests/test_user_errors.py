@@ -1008,6 +1008,23 @@ CASES: list[Case] = [
         setup=lambda c: write(c.dir / "mine" / "summary.json", "my own notes"),
     ),
     Case(
+        "matrix-with-no-training-domain-left",
+        "review",
+        [Run(["matrix", "{recipe}", "--dry-run", "matrix.min_questions=1000"], says=("no training domain has",))],
+        {"data.eval": {"path": "{omni}"}},
+    ),
+    Case(
+        "pass-rate-file-with-a-bad-line",
+        "review",
+        [
+            Run(
+                ["validate", "{recipe}", "data.train.pass_rate=[0.1,0.9]", "data.pass_rates={dir}/rates.jsonl"],
+                says=("rates.jsonl:2: not valid JSON",),
+            )
+        ],
+        setup=lambda c: write(c.dir / "rates.jsonl", '{"question_id": "a", "pass_rate": 0.5}\nnot json\n'),
+    ),
+    Case(
         "out-of-range-values-found-by-validate",
         "review",
         [
