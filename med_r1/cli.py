@@ -122,6 +122,10 @@ def cmd_data_convert(args) -> int:
     check_out(out, args.force)
     loaded = _data_source(args, args.path)
     image_root = image_root_of(DataSource(path=args.path, format=args.format, image_root=args.image_root))
+    if args.split_by and not 0.0 < args.test_ratio < 1.0:
+        raise UserError(
+            f"--test-ratio: must be between 0 and 1 (the share of questions held out), got {args.test_ratio}"
+        )
     split = SplitConfig(by=args.split_by, test_ratio=args.test_ratio, seed=args.seed) if args.split_by else None
     done = convert(loaded.questions, loaded.problems, args.to, out, image_root, split, args.layout)
     for line in done.written:
@@ -172,6 +176,7 @@ def cmd_rewards_check(args) -> int:
     from med_r1.records import Question, column_values
     from med_r1.rewards import get_reward
     from med_r1.rewards.guard import raised_at
+    from med_r1.rewards.judge_backends import JudgeError
 
     kwargs = {}
     for item in args.kwarg:
@@ -189,6 +194,10 @@ def cmd_rewards_check(args) -> int:
     try:
         scores = fn(prompts=None, completions=completion, completion_ids=None, **column_values([question]))
         print(list(scores)[0])
+    except UserError:  # a setting the reward checks (a judge's kwargs): its message says what to fix
+        raise
+    except JudgeError as exc:  # the judge, not the reward, failed
+        raise UserError(f"reward {args.spec!r}: {exc}") from None
     except Exception as exc:  # the plugin's own bug: say where, without burying it under med-r1's frames
         raise UserError(
             f"reward {args.spec!r} raised {type(exc).__name__}: {exc} (at {raised_at(exc)}); it must return one "

@@ -98,6 +98,11 @@ def check_output_folder(path: Path, force: bool, what: str) -> None:
     A file in its place is an error even with `force` (a folder cannot be written there)."""
     if path.exists() and not path.is_dir():
         raise UserError(f"{what}: {path} is a file, not a folder; give a folder to write to")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"{what}: {path} cannot be created, {above} is a file; give a folder to write to")
     held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
     if held and not force:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")

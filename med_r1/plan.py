@@ -26,6 +26,7 @@ from typing import Any, Literal
 from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
+from med_r1.data.frames import window_params
 from med_r1.data.schedule import Schedule, build_schedule
 from med_r1.errors import ConfigError, DataError, UserError
 from med_r1.lengths import length_problems, vllm_pixel_problems
@@ -128,6 +129,8 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         _attempt(errors, run_folder.check_writable, Path(recipe.output_dir))
         if purpose == "validate":  # train checks these itself, first, and may tidy the folder while doing so
             _attempt(errors, _check_resume, plan)
+    if recipe.data.window not in (None, "auto"):
+        _attempt(errors, _check_window, recipe.data.window)
 
     train_ok = False
     if needs.train_data:
@@ -373,6 +376,14 @@ def _token_problems(plan: Plan, own) -> list[UserError]:
             more = [f"... {len(found) - 20} more"] if len(found) > 20 else []
             errors.append(UserError("prompts too long for the model:", found[:20] + more))
     return errors
+
+
+def _check_window(window) -> None:
+    """data.window names a preset (or is a [width, level] pair), before any DICOM is read."""
+    try:
+        window_params(window)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"data.window: {exc}") from None
 
 
 def _attempt(errors: list[UserError], fn, *args):

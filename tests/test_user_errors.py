@@ -1025,6 +1025,56 @@ CASES: list[Case] = [
         setup=lambda c: write(c.dir / "rates.jsonl", '{"question_id": "a", "pass_rate": 0.5}\nnot json\n'),
     ),
     Case(
+        "tiny-model-under-a-file",
+        "review",
+        [Run(["tiny-model", "{dir}/file/sub"], says=("cannot be created", "is a file"))],
+        None,
+        setup=lambda c: write(c.dir / "file", "keep me"),
+    ),
+    Case(
+        "convert-out-under-a-file",
+        "review",
+        [Run(["data", "convert", "{omni}", "--to", "jsonl", "--out", "{dir}/file/sub"], says=("is a file",))],
+        None,
+        setup=lambda c: write(c.dir / "file", "keep me"),
+    ),
+    Case(
+        "convert-test-ratio-out-of-range",
+        "review",
+        [
+            Run(
+                [
+                    "data",
+                    "convert",
+                    "{omni}",
+                    "--to",
+                    "jsonl",
+                    "--out",
+                    "{dir}/out",
+                    "--split-by",
+                    "image",
+                    "--test-ratio",
+                    "1.5",
+                ],
+                says=("--test-ratio: must be between 0 and 1",),
+            )
+        ],
+        None,
+    ),  # fmt: skip
+    Case("unknown-dicom-window", "review", [Run(["validate", "{recipe}", "data.window=foo"], says=("data.window",))]),
+    Case(
+        "rewards-check-judge-with-bad-settings",
+        "review",
+        [
+            Run(
+                ["rewards", "check", "judge", "--completion", "<answer>liver</answer>", "--solution", "the liver"],
+                says=("kwargs.model",),
+                never=("it must return one float",),
+            )
+        ],
+        None,
+    ),
+    Case(
         "out-of-range-values-found-by-validate",
         "review",
         [

@@ -22,6 +22,7 @@ from med_r1.data.jsonl import write_jsonl
 from med_r1.data.medr1_splits import write_medr1
 from med_r1.data.selection import take_side
 from med_r1.errors import UserError
+from med_r1.io import check_output_folder
 from med_r1.records import Problem, Question
 
 LAYOUTS = ("auto", "modality", "question_type", "both")
@@ -39,17 +40,9 @@ class Converted:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an --out that is a file, or a folder holding files (unless --force): nothing earlier is overwritten."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder to write the converted files into (it is created)")
-    if out.is_dir() and not force:
-        held = sorted(p.name for p in out.iterdir())
-        if held:
-            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-            raise UserError(
-                f"--out {out} already holds {len(held)} entries ({shown}); nothing was written. Choose an empty or "
-                "new folder, or pass --force to write into it (files of the same names are replaced)."
-            )
+    """Refuse an --out that is a file (or lies under one), or a folder holding files (unless --force): nothing
+    earlier is overwritten."""
+    check_output_folder(out, force, "--out")
 
 
 def layouts(questions: list[Question], layout: str) -> list[str]:

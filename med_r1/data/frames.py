@@ -67,7 +67,7 @@ def sample_indices(n_total: int, n_frames: int) -> list[int]:
     return [int(i) for i in np.linspace(0, n_total - 1, n_frames).round()]
 
 
-def _window_params(window: Window) -> tuple[float, float]:
+def window_params(window: Window) -> tuple[float, float]:
     if isinstance(window, str):
         key = window.strip().lower().replace(" ", "-")
         if key not in WINDOW_PRESETS:
@@ -89,7 +89,7 @@ def apply_window(values: np.ndarray, width: float, level: float, function: str =
 
 def windowed(values: np.ndarray, window: Window) -> np.ndarray:
     """A preset window (by name) or an explicit (width, level) applied linearly, to [0, 1]."""
-    return apply_window(values, *_window_params(window))
+    return apply_window(values, *window_params(window))
 
 
 def percentile_unit(values: np.ndarray, sample: np.ndarray | None = None) -> np.ndarray:
