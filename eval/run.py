@@ -65,6 +65,10 @@ def resolve_target(recipe: Recipe) -> Target:
 
 
 def target_from_folder(path: Path) -> Target:
+    if not path.exists():
+        raise UserError(
+            f"eval.model: {path} does not exist; give a run folder, its model/ or checkpoint-N/ folder, or eval.model=base"
+        )
     if (path / run_folder.RECIPE).exists() and run_folder.final_model(path):  # a run folder: its final model
         path = run_folder.final_model(path)
     has_processor = (path / "processor_config.json").exists() or (path / "tokenizer_config.json").exists()

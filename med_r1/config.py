@@ -344,6 +344,9 @@ def apply_overrides(raw: dict, overrides: list[str], errors: list[str]) -> dict:
             errors.append(f"override {item!r} must look like key.sub=value (e.g. grpo.learning_rate=5.0e-7)")
             continue
         parts = key.split(".")
+        if not all(parts):
+            errors.append(f"override {item!r}: {key!r} has an empty part (two dots, or one at an end)")
+            continue
         if wants_raw_text(_leaf_type(parts)):
             value = text  # a string field keeps what was typed: '#', ':' and 'no' are not YAML here
         else:

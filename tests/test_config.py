@@ -164,6 +164,10 @@ def test_ranges_are_checked():
     assert any("eval.num_samples: must be at least 1" in p for p in found)
 
 
+def test_an_override_with_an_empty_part_is_named():
+    assert any("has an empty part" in p for p in problems(BASE, ["grpo..beta=1"]))
+
+
 def test_values_with_an_obvious_domain_are_checked_before_anything_runs():
     found = problems(
         BASE,

@@ -1075,6 +1075,12 @@ CASES: list[Case] = [
         None,
     ),
     Case(
+        "eval-model-does-not-exist",
+        "review",
+        [Run(["eval", "{recipe}", "data.eval.path={omni}", "eval.model={dir}/nowhere"], says=("does not exist",))],
+    ),
+    Case("override-with-two-dots", "review", [Run(["validate", "{recipe}", "grpo..beta=1"], says=("empty part",))]),
+    Case(
         "out-of-range-values-found-by-validate",
         "review",
         [
