@@ -25,7 +25,8 @@ def length_problems(recipe: Recipe, questions: list[Question], processor, args) 
     """(one problem per question whose prompt + grpo.max_completion_length exceeds the model, the longest prompt)."""
     from transformers import AutoConfig  # lazy: transformers takes seconds to import
 
-    config = AutoConfig.from_pretrained(resolve_model_path(recipe.model.name_or_path)).get_text_config()
+    trust = {"trust_remote_code": True} if recipe.model.trust_remote_code else {}
+    config = AutoConfig.from_pretrained(resolve_model_path(recipe.model.name_or_path), **trust).get_text_config()
     limit = getattr(config, "max_position_embeddings", None)
     if args.use_vllm and args.vllm_max_model_length:
         limit = min(limit or args.vllm_max_model_length, args.vllm_max_model_length)

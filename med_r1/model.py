@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from med_r1.config import ModelConfig
 from med_r1.errors import UserError
 from med_r1.io import safetensors_whole
+from med_r1.policies import TRUST_HINT, policy_verdict
 from med_r1.tiny import BUILTIN_NAME, builtin_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def pretrained_kwargs(config: ModelConfig, cuda: bool) -> dict:
     kwargs = {"dtype": resolve_dtype(config.dtype, cuda)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
+    if config.trust_remote_code:  # only when the recipe asks: it runs the model's own Python files
+        kwargs["trust_remote_code"] = True
     return kwargs
 
 
@@ -57,7 +60,23 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(builtin_tiny_model()) if name_or_path == BUILTIN_NAME else name_or_path
 
 
-def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> None:
+def model_config(name_or_path: str, trust_remote_code: bool = False):
+    """The model's transformers config (config.json only, no weights), or None when it cannot be read here (a hub
+    model that is not downloaded: `hub_problem` reports that)."""
+    from transformers import AutoConfig  # lazy: transformers takes seconds to import
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name_or_path), **_trust(trust_remote_code))
+    except (OSError, ValueError):
+        return None
+
+
+def _trust(trust_remote_code: bool) -> dict:
+    """`trust_remote_code=True` for `from_pretrained` when asked; nothing otherwise (transformers' own default)."""
+    return {"trust_remote_code": True} if trust_remote_code else {}
+
+
+def check_model_path(name_or_path: str, where: str = "model.name_or_path", trust_remote_code: bool = False) -> None:
     """A local folder must hold a model whose config.json transformers understands; anything else must at least look
     like a hub id ('org/name')."""
     if name_or_path == BUILTIN_NAME:
@@ -66,13 +85,13 @@ def check_model_path(name_or_path: str, where: str = "model.name_or_path") -> No
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise UserError(f"{where}: {name_or_path} holds no config.json: it is not a model folder")
-        check_model_config(path, where)
+        check_model_config(path, where, trust_remote_code)
         return
     if name_or_path.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
         raise UserError(f"{where}: {name_or_path} does not exist; give a model folder or a Hugging Face model id")
 
 
-def check_model_config(folder: Path, where: str = "model.name_or_path") -> None:
+def check_model_config(folder: Path, where: str = "model.name_or_path", trust_remote_code: bool = False) -> None:
     """The folder's config.json (when it has one) names a model type this transformers knows; read as JSON, so no
     weights are loaded and a bad file is reported before training rather than as a traceback at load time."""
     path = folder / "config.json"
@@ -90,6 +109,13 @@ def check_model_config(folder: Path, where: str = "model.name_or_path") -> None:
         raise UserError(
             f"{where}: {path} has no model_type, so transformers cannot tell which model it is; restore the model's "
             "config.json (a Qwen2-VL model has model_type: qwen2_vl)"
+        )
+    if model_type not in CONFIG_MAPPING_NAMES and config.get("auto_map"):  # the model ships its own code
+        if trust_remote_code:
+            return
+        raise UserError(
+            f"{where}: {path} has model_type {model_type!r}, which comes with its own Python code (auto_map); "
+            f"med-r1 runs it only when asked: {TRUST_HINT}"
         )
     if model_type not in CONFIG_MAPPING_NAMES:
         close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING_NAMES), n=1)
@@ -174,13 +200,14 @@ def hub_problem(name_or_path: str, offline_ok: bool = False) -> tuple[str | None
     return None, None, True
 
 
-def load_processor(name_or_path: str, config: ModelConfig | None = None):
+def load_processor(name_or_path: str, config: ModelConfig | None = None, trust_remote_code: bool = False):
     """The model's processor (left padding), with the recipe's pixel bounds when `config` is given."""
     from transformers import AutoProcessor
 
     name_or_path = resolve_model_path(name_or_path)
+    trust = _trust(trust_remote_code or (config is not None and config.trust_remote_code))
     try:
-        processor = AutoProcessor.from_pretrained(name_or_path, padding_side="left")
+        processor = AutoProcessor.from_pretrained(name_or_path, padding_side="left", **trust)
     except (OSError, ValueError) as exc:
         raise UserError(
             f"model.name_or_path: cannot load a processor from {name_or_path}: {exc}. Point model.name_or_path at a "
@@ -214,14 +241,20 @@ def pixel_bounds(processor) -> dict[str, int]:
     return {key: value for key, value in bounds.items() if value}
 
 
+def auto_model_class(name_or_path: str, trust_remote_code: bool = False):
+    """The transformers Auto class that loads this policy (`med_r1.policies`): AutoModelForImageTextToText, or for
+    custom code whose auto_map names only AutoModelForCausalLM (Hulu-Med), that one."""
+    import transformers
+
+    verdict = policy_verdict(name_or_path, trust_remote_code)
+    return getattr(transformers, verdict.auto_class if verdict else "AutoModelForImageTextToText")
+
+
 def load_model(config: ModelConfig, cuda: bool):
     """The policy model, frozen as the recipe asks (LoRA adapters are added later by TRL from `lora_config`)."""
-    from transformers import AutoModelForImageTextToText
-
+    auto_class = auto_model_class(config.name_or_path, config.trust_remote_code)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            resolve_model_path(config.name_or_path), **pretrained_kwargs(config, cuda)
-        )
+        model = auto_class.from_pretrained(resolve_model_path(config.name_or_path), **pretrained_kwargs(config, cuda))
     except SafetensorError as exc:  # a weights file cut short (an interrupted copy or download) or not safetensors
         folder = Path(resolve_model_path(config.name_or_path))
         damaged = [p.name for p in sorted(folder.glob("*.safetensors")) if not safetensors_whole(p)]
@@ -230,8 +263,9 @@ def load_model(config: ModelConfig, cuda: bool):
             f"{', '.join(damaged) or 'a *.safetensors file'} is cut short or damaged; copy or download the model again"
         ) from None
     except (OSError, ValueError) as exc:
+        hint = f"; {TRUST_HINT}" if "trust_remote_code" in str(exc) and not config.trust_remote_code else ""
         raise UserError(
-            f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}"
+            f"model.name_or_path: cannot load an image-text-to-text model from {config.name_or_path}: {exc}{hint}"
         ) from None
     if config.finetune == "full" and config.freeze_vision:
         frozen = freeze_vision(model)

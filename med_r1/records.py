@@ -35,6 +35,9 @@ class Question:
     """Where the record came from, for messages: 'QA_information/Open-access/ACRIMA.json[12]'."""
     image_ids: tuple[str, ...] = ()
     """The images named relative to their dataset's root ('Images/ACRIMA/x.png'): the same wherever the data lives."""
+    audio: str = ""
+    """The spoken question (an absolute path to a WAV file), or ''. Its transcript becomes `question` when the source is
+    selected (`med_r1.data.speech`)."""
 
     @property
     def image_key(self) -> tuple[str, ...]:

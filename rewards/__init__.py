@@ -7,7 +7,7 @@ dataset's (`solution`, `options`, `answer_type`, `modality`, ...) and None means
 if __name__ != "med_r1.rewards":
     raise ImportError("import med_r1.rewards, not the top-level 'rewards' folder (it installs as med_r1.rewards)")
 
-from med_r1.rewards import accuracy, format, judge, shaping  # noqa: E402,F401  (registers the built-ins)
+from med_r1.rewards import accuracy, embedding, format, judge, shaping  # noqa: E402,F401  (registers the built-ins)
 from med_r1.rewards.registry import (  # noqa: E402
     Reward,
     available,

@@ -167,3 +167,18 @@ def _load_file(path: str):
         del sys.modules[name]
         raise ConfigError(f"reward file {path} failed to import: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def settings_of(cls, kwargs: dict, where: str, noun: str):
+    """A reward's settings dataclass from a recipe's kwargs (judge, embedding_similarity); unknown keys and values
+    its own checks refuse are a ConfigError naming `where`."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown {noun} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: bad {noun} settings", exc.problems) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from chat_server import ChatServer, free_port
+from chat_server import ChatServer, fenced, free_port
 
 from conftest import tiny_recipe, write_recipe
 from med_r1.cli import main
@@ -49,7 +49,7 @@ def test_open_answers_are_judged_next_to_exact_match(tiny_model, omni_dir, tmp_p
 
 
 def test_replies_that_are_no_verdict_are_counted_not_scored(tiny_model, omni_dir, tmp_path):
-    with ChatServer(reply=lambda p: "correct" if "Candidate answer: ok" in p else "maybe") as server:
+    with ChatServer(reply=lambda p: "correct" if fenced(p).startswith("ok") else "maybe") as server:
         judge = {"base_url": server.url, "model": "judge", "cache_dir": str(tmp_path / "cache")}
         path = write_recipe(tmp_path / "r.yaml", open_eval_recipe(tiny_model, omni_dir, tmp_path / "run", judge))
         assert main(["eval", str(path), "eval.model=base"]) == 0  # the probe's non-verdict is a warning only

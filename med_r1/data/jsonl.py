@@ -10,7 +10,9 @@ One JSON object per line (blank lines are skipped):
 - `id` (required): question id, unique across the load (a repeat is reported and skipped).
 - `image` (a path) or `images` (a non-empty list of paths), required: relative to the file's folder, or to
   `image_root` when given; absolute paths are kept.
-- `question` (required): the question text, without the options.
+- `question` (required unless `audio` is given): the question text, without the options.
+- `audio`: the question spoken, a PCM WAV file (path resolved like the images'); with `asr_model` set on the source,
+  its transcript replaces `question` (see `med_r1.data.speech`).
 - `options`: a list of option texts in letter order, or an object `{"A": ..., "B": ...}` (letters from A, no gaps);
   absent, null or empty means open-ended.
 - `answer` (required): with options, the letter (`"B"`) or the option text (matched exactly, then ignoring case,
@@ -86,7 +88,11 @@ def parse_record(
     source = where
     if record.get("id") not in (None, ""):
         where = f"{where} ({record['id']})"
-    missing = [k for k in ("id", "question", "answer") if record.get(k) in (None, "")]
+    audio = record.get("audio")
+    if audio is not None and (not isinstance(audio, str) or not audio):
+        return None, Problem("bad_record", where, "'audio' must be the path of a WAV file")
+    required = ("id", "answer") if audio else ("id", "question", "answer")
+    missing = [k for k in required if record.get(k) in (None, "")]
     if "image" not in record and "images" not in record:
         missing.append("image/images")
     if missing:
@@ -131,7 +137,7 @@ def parse_record(
         question_id=str(record["id"]),
         dataset=str(record.get("dataset") or default_dataset),
         images=tuple(i if os.path.isabs(i) else os.path.join(base, i) for i in images),
-        question=str(record["question"]),
+        question=str(record.get("question") or ""),
         options=tuple(options),
         answer=answer,
         modality=canonical_modality(modality),
@@ -139,6 +145,7 @@ def parse_record(
         answer_type=answer_type,
         modality_raw=str(record.get("modality_raw", modality)),
         source=str(record.get("source") or source),
+        audio=(audio if os.path.isabs(audio) else os.path.join(base, audio)) if audio else "",
     ), None
 
 
@@ -148,6 +155,8 @@ def to_record(question: Question, base: str) -> dict:
     record: dict = {"id": question.question_id}
     record.update({"image": images[0]} if len(images) == 1 else {"images": images})
     record["question"] = question.question
+    if question.audio:
+        record["audio"] = relative_to(question.audio, base)
     if question.options:
         record["options"] = list(question.options)
     record["answer"] = question.answer

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from med_r1.config import DataSource, SplitConfig
-from med_r1.data import selection
+from med_r1.data import selection, speech
 from med_r1.data.jsonl import load_jsonl
 from med_r1.data.medr1_splits import is_medr1_file, load_medr1
 from med_r1.data.omnimedvqa import find_root, load_omnimedvqa
@@ -152,6 +152,7 @@ def select(source: DataSource, split: SplitConfig, where: str = "data.train") ->
         questions, source.modalities, source.question_types, source.datasets, where=where
     )
     questions = selection.limit(questions, source.limit, split.seed)
+    questions = speech.with_transcripts(questions, source.asr_model, where)  # spoken questions: only those selected
     if source.open_ended:
         questions = [selection.as_open(q) for q in questions]
     if not questions:
