@@ -1,4 +1,5 @@
-"""Generation backends for evaluation: batched transformers `generate` (any machine) and vLLM (CUDA GPU).
+"""Generation backends for evaluation: batched transformers `generate` (any machine) and vLLM (a CUDA GPU, or vLLM's
+CPU build).
 
 torch and vllm are imported inside the backends (heavy; only a running evaluation needs them).
 
@@ -10,13 +11,13 @@ default training's; vLLM is given the same bounds). Outputs are decoded as Med-R
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Protocol
 
+from med_r1 import vllm_engine
 from med_r1.config import EvalConfig
 from med_r1.errors import UserError
-from med_r1.model import cuda_available, pixel_bounds
+from med_r1.model import cuda_available, model_config, pixel_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +28,19 @@ class Backend(Protocol):
         ...
 
 
-def vllm_usable() -> bool:
-    return cuda_available() and importlib.util.find_spec("vllm") is not None
-
-
-def pick_backend(name: str) -> str:
+def pick_backend(name: str, model_path: str | None = None) -> str:
+    """The backend `eval.backend` asks for on this machine: `auto` is vLLM where it runs (its GPU build with a CUDA GPU,
+    or its CPU build with a model whose head size the CPU kernels take), else batched transformers."""
+    reason = vllm_engine.unusable_reason(cuda_available())
+    if reason is None and model_path is not None and vllm_engine.on_cpu():
+        config = model_config(model_path)
+        reason = config is not None and vllm_engine.head_size_problem(config, "eval.backend=vllm") or None
     if name == "auto":
-        return "vllm" if vllm_usable() else "hf"
-    if name == "vllm" and not vllm_usable():
-        raise UserError(
-            "eval.backend=vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); use eval.backend=hf"
-        )
+        if reason and vllm_engine.installed_build():
+            logger.info("eval.backend=auto: transformers, because %s", reason)
+        return "hf" if reason else "vllm"
+    if name == "vllm" and reason:
+        raise UserError(f"eval.backend=vllm: {reason}; or use eval.backend=hf")
     return name
 
 
@@ -99,12 +102,22 @@ class HFBackend:
 
 
 class VLLMBackend:
-    """vLLM offline inference; the processor's pixel bounds are passed as mm_processor_kwargs."""
+    """vLLM offline inference; the processor's pixel bounds are passed as mm_processor_kwargs.
+
+    `dtype` is the one the transformers path would load (the recipe's `model.dtype`: bfloat16 on a GPU, float32 on a
+    CPU by default), so both backends decode the same model. The image and video placeholders are never sampled (the
+    transformers path suppresses them too). On vLLM's CPU build its settings come from `vllm_engine.cpu_environment`.
+    """
 
     def __init__(self, model_path: str, processor, config: EvalConfig, max_images: int, dtype: str = "bfloat16"):
         from vllm import LLM, SamplingParams
 
         self.processor = processor
+        if vllm_engine.on_cpu():
+            model = model_config(model_path)
+            length = getattr(model.get_text_config(), "max_position_embeddings", 4096) if model else 4096
+            bytes_per_value = 4 if dtype == "float32" else 2
+            vllm_engine.cpu_environment(vllm_engine.kv_cache_gib(model, length, 8, bytes_per_value) if model else 1)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -113,12 +126,14 @@ class VLLMBackend:
             limit_mm_per_prompt={"image": max(1, max_images), "video": 0},
             mm_processor_kwargs=pixel_bounds(processor),  # the evaluation's bounds, as the HF path uses
         )
+        placeholders = [getattr(processor, name, None) for name in ("image_token_id", "video_token_id")]
         self.params = SamplingParams(
             n=config.num_samples if config.do_sample else 1,
             temperature=config.temperature if config.do_sample else 0.0,
             top_p=config.top_p if config.do_sample else 1.0,
             max_tokens=config.max_new_tokens,
             seed=config.seed,
+            logit_bias={token: -100.0 for token in placeholders if isinstance(token, int)} or None,
         )
 
     def generate(self, conversations: list[list[dict]]) -> list[list[str]]:
@@ -128,4 +143,11 @@ class VLLMBackend:
             text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
             requests.append({"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text})
         outputs = self.llm.generate(requests, self.params, use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outputs]
+        # Decoded as the transformers backend decodes (vLLM's own text holds back a trailing partial UTF-8 sequence,
+        # which the processor renders), so both backends give the scorer the same strings for the same tokens.
+        return [
+            self.processor.batch_decode(
+                [list(o.token_ids) for o in out.outputs], skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            for out in outputs
+        ]

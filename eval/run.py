@@ -27,7 +27,15 @@ from med_r1.eval.generate import HFBackend, VLLMBackend, pick_backend
 from med_r1.eval.images import EvalImages
 from med_r1.eval.metrics import majority, summarize, to_markdown
 from med_r1.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from med_r1.model import apply_pixel_bounds, cuda_available, load_processor, pretrained_kwargs, resolve_model_path
+from med_r1.model import (
+    apply_pixel_bounds,
+    auto_model_class,
+    cuda_available,
+    load_processor,
+    pretrained_kwargs,
+    resolve_dtype,
+    resolve_model_path,
+)
 from med_r1.plan import build_plan
 from med_r1.prompts import TEMPLATES, eval_template, medr1_eval_rule
 from med_r1.records import Question
@@ -139,7 +147,7 @@ def fingerprint(recipe: Recipe, target: Target, prompt: str) -> dict:
 def eval_processor(target: Target, recipe: Recipe):
     """The processor evaluation encodes with: the model's own, within the evaluation's pixel bounds (vLLM and
     qwen-vl-utils are given the same bounds)."""
-    processor = load_processor(target.processor)
+    processor = load_processor(target.processor, trust_remote_code=recipe.model.trust_remote_code)
     apply_pixel_bounds(processor, *eval_images(recipe)[1:])
     return processor
 
@@ -147,13 +155,13 @@ def eval_processor(target: Target, recipe: Recipe):
 def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
     """The generation backend with its processor: vLLM on a GPU when available, else batched transformers."""
     cuda = cuda_available()
-    name = pick_backend(recipe.eval.backend)
+    name = pick_backend(recipe.eval.backend, target.model)
     processor = eval_processor(target, recipe)
+    dtype = str(resolve_dtype(recipe.model.dtype, cuda)).removeprefix("torch.")
     if name == "vllm" and not target.adapter:
-        return VLLMBackend(target.model, processor, recipe.eval, max_images), name
-    from transformers import AutoModelForImageTextToText  # lazy: transformers takes seconds to import
-
-    model = AutoModelForImageTextToText.from_pretrained(target.model, **pretrained_kwargs(recipe.model, cuda))
+        return VLLMBackend(target.model, processor, recipe.eval, max_images, dtype), name
+    auto_class = auto_model_class(target.model, recipe.model.trust_remote_code)  # custom code: its own Auto class
+    model = auto_class.from_pretrained(target.model, **pretrained_kwargs(recipe.model, cuda))
     if target.adapter:
         from peft import PeftModel  # lazy: peft imports torch and transformers
 
@@ -164,7 +172,7 @@ def load_backend(target: Target, recipe: Recipe, out: Path, max_images: int):
                 model.save_pretrained(merged)
                 processor.save_pretrained(merged)
             del model
-            return VLLMBackend(str(merged), processor, recipe.eval, max_images), name
+            return VLLMBackend(str(merged), processor, recipe.eval, max_images, dtype), name
     return HFBackend(model.to("cuda" if cuda else "cpu").eval(), processor, recipe.eval), name
 
 

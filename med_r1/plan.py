@@ -17,13 +17,12 @@ that did not resolve, data with errors) is skipped rather than reported twice.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from med_r1 import run_folder
+from med_r1 import run_folder, vllm_engine
 from med_r1.config import Recipe
 from med_r1.data import checks, rows, sources
 from med_r1.data.frames import window_params
@@ -36,14 +35,15 @@ from med_r1.model import (
     cuda_available,
     hub_problem,
     load_processor,
-    resolve_model_path,
+    model_config,
 )
+from med_r1.policies import check_policy_model
 from med_r1.records import IMAGES, Question
 from med_r1.rewards import build_reward
 from med_r1.rewards.checks import check_rewards
 from med_r1.rewards.guard import GuardedReward
 from med_r1.rewards.judge import get_judge, settings_from
-from med_r1.shared_prompt import unsupported_reason
+from med_r1.shared_prompt import plan_note
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Plan:
     eval_reader: rows.TrainingRows | None = None
     share_prompt: str = ""
     """What `model.share_prompt` will do with this model (validate prints it)."""
+    policy: str = ""
+    """Why the trainer accepts this model (`med_r1.policies`); empty when its config.json is not here to read."""
     longest_prompt: int | None = None
     """Tokens of the longest training prompt, images included (None when not checked)."""
     schedule: Schedule | None = None
@@ -115,16 +117,19 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         cuda = cuda_available() if cuda is None else cuda
         plan.grpo_kwargs, plan.warnings = grpo_kwargs(recipe, cuda)
         plan.grpo_config = _attempt(errors, build_grpo_config, plan.grpo_kwargs)
-        if plan.grpo_kwargs.get("use_vllm") and (not cuda or importlib.util.find_spec("vllm") is None):
-            plan.warnings.append(
-                "grpo.use_vllm needs vLLM and a CUDA GPU (pip install 'med-r1[vllm]'); not available here"
-            )
+        if plan.grpo_kwargs.get("use_vllm"):
+            errors += _vllm_problems(plan, purpose, cuda)
         plan.rewards = _attempt(errors, build_rewards, recipe) or []
         before = len(errors)
         errors += judge_problems(plan)
         judges_ok = len(errors) == before
         before = len(errors)
-        _attempt(errors, check_model_path, recipe.model.name_or_path)
+        _attempt(
+            errors, check_model_path, recipe.model.name_or_path, "model.name_or_path", recipe.model.trust_remote_code
+        )
+        if len(errors) == before:
+            verdict = _attempt(errors, check_policy_model, recipe.model.name_or_path, recipe.model.trust_remote_code)
+            plan.policy = verdict.reason if verdict else ""
         processor_ready = len(errors) == before and _hub(plan, needs, errors)
         _attempt(errors, run_folder.check_writable, Path(recipe.output_dir))
         if purpose == "validate":  # train checks these itself, first, and may tidy the folder while doing so
@@ -150,7 +155,7 @@ def build_plan(recipe: Recipe, purpose: Purpose = "train", cuda: bool | None = N
         plan.warnings += checks.overlap_warnings(plan.train, plan.eval)
         own = _processor(plan, needs, errors) if processor_ready else None
         if plan.processor is not None:
-            plan.share_prompt = share_prompt_note(recipe)
+            plan.share_prompt = plan_note(recipe.model)
         if train_ok:
             plan.schedule = _attempt(errors, build_schedule, recipe, plan.train, plan.grpo_kwargs.get("seed", 42))
             train_ok = plan.schedule is not None
@@ -186,6 +191,8 @@ def grpo_kwargs(recipe: Recipe, cuda: bool) -> tuple[dict[str, Any], list[str]]:
     notes = []
     kwargs["output_dir"] = recipe.output_dir
     kwargs["reward_weights"] = [spec.weight for spec in recipe.rewards]
+    if recipe.model.trust_remote_code:  # TRL loads the reference model (beta > 0, full fine-tuning) with it
+        kwargs["trust_remote_code"] = True
     if not cuda:
         if kwargs.get("bf16") or kwargs.get("fp16"):
             notes.append("no CUDA GPU here: grpo.bf16/fp16 turned off, training runs in float32 on the CPU")
@@ -233,18 +240,6 @@ def _gate(plan: Plan, selected, errors: list[UserError]) -> bool:
     return True
 
 
-def share_prompt_note(recipe: Recipe) -> str:
-    """Whether the shared-prompt passes will serve this model, read from its config.json (no weights)."""
-    from transformers import AutoConfig  # lazy: transformers takes seconds to import
-
-    model = recipe.model
-    if not model.share_prompt:
-        return "off (model.share_prompt: false)"
-    config = AutoConfig.from_pretrained(resolve_model_path(model.name_or_path))
-    reason = unsupported_reason(config, model.attn_implementation or "sdpa")  # transformers' default for Qwen-VL
-    return f"off, TRL's unshared passes: {reason}" if reason else "on (each prompt and its images once per group)"
-
-
 def _hub(plan: Plan, needs: Needs, errors: list[UserError]) -> bool:
     """Whether the model can be had (in seconds: a Hub that is offline or out of reach is found out, not waited on).
     False when its processor cannot be loaded; validate only warns about a Hub model that is offline and not cached."""
@@ -269,7 +264,7 @@ def _processor(plan: Plan, needs: Needs, errors: list[UserError]):
     """Load the processor into the plan; return the model's own image processor (before the recipe's pixel bounds),
     which vLLM would use, when vLLM is asked for."""
     model = plan.recipe.model
-    plan.processor = _attempt(errors, load_processor, model.name_or_path)
+    plan.processor = _attempt(errors, load_processor, model.name_or_path, None, model.trust_remote_code)
     if plan.processor is None:
         return None
     own = copy.deepcopy(plan.processor.image_processor) if plan.grpo_kwargs.get("use_vllm") else None
@@ -361,6 +356,21 @@ def judge_problems(plan: Plan) -> list[UserError]:
         errors += [UserError(f"{where}: {problem}") for problem in found]
         plan.warnings += [f"{where}: {note}" for note in notes]
     return errors
+
+
+def _vllm_problems(plan: Plan, purpose: Purpose, cuda: bool) -> list[UserError]:
+    """grpo.use_vllm on this machine: vLLM installed in a build that runs here (a warning for validate, which may
+    check a GPU recipe on a laptop), and what vLLM's CPU build cannot do."""
+    reason = vllm_engine.unusable_reason(cuda)
+    if reason:
+        if purpose == "validate":
+            plan.warnings.append(f"grpo.use_vllm: {reason} (med-r1 train would refuse it here)")
+            return []
+        return [UserError(f"grpo.use_vllm: {reason}; or set grpo.use_vllm=false")]
+    if not vllm_engine.on_cpu():
+        return []
+    config = model_config(plan.recipe.model.name_or_path, plan.recipe.model.trust_remote_code)
+    return [UserError(p) for p in vllm_engine.cpu_build_problems(plan.grpo_kwargs, config)]
 
 
 def _token_problems(plan: Plan, own) -> list[UserError]:

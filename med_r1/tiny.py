@@ -95,9 +95,10 @@ def build_tokenizer():
 
 
 ARCHS = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")
+SIZES = {"tiny": {"hidden": 64, "layers": 2}, "small": {"hidden": 128, "layers": 4}}
 
 
-def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl") -> Path:
+def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl", size: str = "tiny") -> Path:
     """Build and save tokenizer, processor and model to `out_dir`; return it. Deterministic in `seed`.
 
     `arch` picks the family: Qwen2-VL (default), Qwen2.5-VL (windowed vision attention) or Qwen3-VL (16-pixel patches,
@@ -111,14 +112,16 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2VL_SPECIAL_TOKENS}
     text = dict(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=SIZES[size]["hidden"],
+        intermediate_size=2 * SIZES[size]["hidden"],
+        num_hidden_layers=SIZES[size]["layers"],
+        # Heads of 32: the smallest size vLLM's CPU attention kernels take (med_r1.vllm_engine.CPU_HEAD_SIZES); two
+        # query heads share one key/value head, so grouped-query attention is exercised too.
+        num_attention_heads=SIZES[size]["hidden"] // 32,
+        num_key_value_heads=SIZES[size]["hidden"] // 64,
         max_position_embeddings=4096,
-        # sum(mrope_section) must equal head_dim / 2 = 64 / 4 / 2
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+        # sum(mrope_section) must equal head_dim / 2 = 64 / 2 / 2
+        rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1e4},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
@@ -131,7 +134,7 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl
             "Qwen2VLForConditionalGeneration",
             "Qwen2VLProcessor",
         )
-        vision |= dict(embed_dim=32, hidden_size=64, mlp_ratio=2, patch_size=14)
+        vision |= dict(embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, patch_size=14)
         video = transformers.Qwen2VLVideoProcessor()
     elif arch == "qwen2.5-vl":
         config_class, model_class = "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"
@@ -139,7 +142,7 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl
         vision |= dict(
             hidden_size=32,
             intermediate_size=64,
-            out_hidden_size=64,
+            out_hidden_size=text["hidden_size"],
             patch_size=14,
             window_size=56,
             fullatt_block_indexes=[1],
@@ -151,12 +154,12 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, arch: str = "qwen2-vl
             "Qwen3VLForConditionalGeneration",
             "Qwen3VLProcessor",
         )
-        text |= dict(head_dim=16)
+        text |= dict(head_dim=32)
         text["rope_parameters"] = {**text["rope_parameters"], "mrope_interleaved": True}
         vision |= dict(
             hidden_size=32,
             intermediate_size=64,
-            out_hidden_size=64,
+            out_hidden_size=text["hidden_size"],
             patch_size=16,
             num_position_embeddings=64,
             deepstack_visual_indexes=[0],
