@@ -3,8 +3,10 @@ step time at a few batch sizes, with the shared-prompt passes off and on. Speed 
 length (min_new_tokens = max_new_tokens), so a random model measures what the real one would.
 
     python bench/gpu_qwen2vl_2b.py [--out bench-results] [--skip-grpo] [--vllm]
+    python bench/gpu_qwen2vl_2b.py --shared-only [--attn flash_attention_2] [--new-tokens 512] [--settings 16x8]
 
-Budget: under 10 minutes on one H200. Writes results.json into --out and prints a table.
+Budget: under 10 minutes on one H200; `--shared-only` (GRPO steps with shared prompts off and on, bf16, 3 steps each)
+under 5. Writes results.json into --out and prints a table.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ def generation(folder: Path, batch_sizes: list[int], new_tokens: int) -> list[di
     return results
 
 
-def grpo(folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, new_tokens: int) -> list[dict]:
+def grpo(
+    folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, new_tokens: int, attn: str = "sdpa"
+) -> list[dict]:
     """GRPO steps with `model.share_prompt` off and on, side by side, for each (completions per device, G)."""
     import torch
 
@@ -88,7 +92,7 @@ def grpo(folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, n
                         "name_or_path": str(folder),
                         "finetune": "full",
                         "dtype": "bfloat16",
-                        "attn_implementation": "sdpa",
+                        "attn_implementation": attn,
                         "share_prompt": share,
                     },
                     "data": {"train": {"path": "bundled"}, "image_size": 384},
@@ -123,6 +127,8 @@ def grpo(folder: Path, out: Path, settings: list[tuple[int, int]], steps: int, n
                 "share_prompt": share,
                 "per_device_completions": batch,
                 "num_generations": generations,
+                "attn_implementation": attn,
+                "new_tokens": new_tokens,
                 "step_s": round(statistics.median(r["step_time"] for r in timed), 3),
                 "generate_s": round(statistics.median(r["timing/generate_s"] for r in timed), 3),
                 "update_s": round(statistics.median(r["timing/update_s"] for r in timed), 3),
@@ -174,13 +180,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--skip-grpo", action="store_true")
     parser.add_argument("--vllm", action="store_true")
+    parser.add_argument("--shared-only", action="store_true", help="only GRPO steps, shared prompts off and on")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation of the GRPO runs")
+    parser.add_argument("--settings", nargs="+", default=None, help="COMPLETIONSxG per GRPO run (default 16x4 64x8)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folder = build(Path(os.environ.get("MED_R1_BENCH_MODEL", "/tmp/qwen2vl-2b-random")))
-    results = {"generate": generation(folder, [1, 16, 64, 256], args.new_tokens)}
+    settings = [tuple(int(x) for x in s.split("x")) for s in args.settings] if args.settings else [(16, 4), (64, 8)]
+    results = {}
+    if not args.shared_only:
+        results["generate"] = generation(folder, [1, 16, 64, 256], args.new_tokens)
     if not args.skip_grpo:
-        results["grpo"] = grpo(folder, out, [(16, 4), (64, 8)], steps=4, new_tokens=args.new_tokens)
+        steps = 3 if args.shared_only else 4
+        results["grpo"] = grpo(folder, out, settings, steps=steps, new_tokens=args.new_tokens, attn=args.attn)
     if args.vllm:
         results["vllm"] = vllm_generation(folder, 256, args.new_tokens)
     (out / "results.json").write_text(json.dumps(results, indent=2))

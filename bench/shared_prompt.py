@@ -1,16 +1,18 @@
 """Shared-prompt passes against TRL's unshared ones, side by side, at Qwen2-VL-2B's real widths on the CPU.
 
-    python bench/shared_prompt.py [--rounds 3] [--steps 3] [--generations 4 8] [--text-layers 1] [--vision-layers 1]
+    python bench/shared_prompt.py [--rounds 3] [--steps 3] [--generations 4 8] [--lengths 64 256 512]
+                                  [--text-layers 1] [--vision-layers 1]
 
 A random Qwen2-VL with Qwen2-VL-2B's widths (text 1536 wide, 8960 MLP, 12 heads / 2 KV heads; vision 1280 wide, 16
 heads, patch 14, merge 2) and only as many layers as a CPU step needs. The vocabulary is scaled with the text depth
 (151,936 x layers / 28) so the LM head keeps the share of the text compute it has in the real 28-layer model; at one
 layer the real vocabulary would make the head most of the step, all the more on a CPU, where TRL's fused head scores
 every position, prompt included (`--vocab 151936` for the real one). 384x384 images, 2 prompts
-per step, G rollouts of exactly 64 tokens each, Med-R1's beta 0.04 (so the reference pass runs), full fine-tuning
+per step, G rollouts of exactly `--lengths` tokens each (64 by default), Med-R1's beta 0.04 (so the reference pass runs), full fine-tuning
 through med-r1's own trainer with `model.share_prompt` on and off. Every run is its own process (so its peak RSS is
-its own), and rounds alternate on/off so machine noise hits both. Prints per G: median whole-step time, median update
-phase (reference and policy log-prob passes plus backward), peak RSS, and the ratios unshared / shared.
+its own), and rounds alternate on/off so machine noise hits both. Prints per G and completion length: median whole-step
+time, median update phase (reference and policy log-prob passes plus backward), peak RSS, and the ratios unshared /
+shared.
 """
 
 from __future__ import annotations
@@ -32,11 +34,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from random_qwen2vl import build  # noqa: E402  (bench/ is on sys.path when this script runs)
 
-NEW_TOKENS = 64
 PROMPTS = 2
 
 
-def worker(model: Path, share: bool, generations: int, steps: int, out: Path) -> dict:
+def worker(model: Path, share: bool, generations: int, length: int, steps: int, out: Path) -> dict:
     """One training run; returns per-step timings (the first step is a warm-up and dropped) and the peak RSS."""
     from transformers import TrainerCallback
 
@@ -55,8 +56,8 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
                 "max_steps": steps + 1,
                 "per_device_train_batch_size": PROMPTS * generations,
                 "num_generations": generations,
-                "max_completion_length": NEW_TOKENS,
-                "generation_kwargs": {"min_new_tokens": NEW_TOKENS},
+                "max_completion_length": length,
+                "generation_kwargs": {"min_new_tokens": length},
                 "learning_rate": 1e-6,
                 "beta": 0.04,
                 "loss_type": "grpo",
@@ -113,8 +114,8 @@ def worker(model: Path, share: bool, generations: int, steps: int, out: Path) ->
     return {"steps": rows[1:], "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def run_worker(model: Path, share: bool, generations: int, steps: int, tmp: Path) -> dict:
-    out = tmp / f"run-{share}-{generations}-{time.monotonic_ns()}"
+def run_worker(model: Path, share: bool, generations: int, length: int, steps: int, tmp: Path) -> dict:
+    out = tmp / f"run-{share}-{generations}-{length}-{time.monotonic_ns()}"
     command = [
         sys.executable,
         __file__,
@@ -124,6 +125,8 @@ def run_worker(model: Path, share: bool, generations: int, steps: int, tmp: Path
         "on" if share else "off",
         "--generations",
         str(generations),
+        "--lengths",
+        str(length),
         "--steps",
         str(steps),
         "--out",
@@ -136,12 +139,13 @@ def run_worker(model: Path, share: bool, generations: int, steps: int, tmp: Path
 
 
 def summarise(results: dict) -> None:
-    """Medians (min-max) per G and the ratios. Wall times on a shared machine swing with its load; the process CPU
+    """Medians (min-max) per (G, completion length) and the ratios. Wall times on a shared machine swing with its load; the process CPU
     time of a step (both cores) is the steadier figure, so both are printed."""
     print(
-        f"\n{'G':<3}{'passes':<10}" + "".join(f"{h:<24}" for h in ("step s", "update s", "step CPU s", "peak RSS GB"))
+        f"\n{'G':<3}{'tokens':<8}{'passes':<10}"
+        + "".join(f"{h:<24}" for h in ("step s", "update s", "step CPU s", "peak RSS GB"))
     )
-    for generations, by_share in results.items():
+    for (generations, length), by_share in results.items():
         medians = {}
         for share in (False, True):
             runs = by_share[share]
@@ -149,10 +153,10 @@ def summarise(results: dict) -> None:
             columns.append([r["peak_rss_gb"] for r in runs])
             medians[share] = [statistics.median(c) for c in columns]
             name = "shared" if share else "unshared"
-            print(f"{generations:<3}{name:<10}" + "".join(f"{_span(c):<24}" for c in columns))
+            print(f"{generations:<3}{length:<8}{name:<10}" + "".join(f"{_span(c):<24}" for c in columns))
         off, on = medians[False], medians[True]
         print(
-            f"ratio unshared/shared at G={generations}: whole step {off[0] / on[0]:.2f}x, update phase "
+            f"ratio unshared/shared at G={generations}, {length} tokens: whole step {off[0] / on[0]:.2f}x, update phase "
             f"{off[1] / on[1]:.2f}x, step CPU time {off[2] / on[2]:.2f}x; peak RSS {on[3] / off[3]:.2f} of unshared\n"
         )
 
@@ -163,7 +167,8 @@ def _read_log(path: Path) -> dict:
     for line in path.read_text().splitlines():
         if line.strip():
             run = json.loads(line)
-            results.setdefault(run["generations"], {False: [], True: []})[run["share"]].append(run)
+            key = (run["generations"], run.get("length", 64))
+            results.setdefault(key, {False: [], True: []})[run["share"]].append(run)
     return {g: runs for g, runs in sorted(results.items()) if runs[False] and runs[True]}
 
 
@@ -176,6 +181,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after one warm-up step)")
     parser.add_argument("--generations", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64], help="completion lengths (tokens)")
     parser.add_argument("--text-layers", type=int, default=1)
     parser.add_argument("--vision-layers", type=int, default=1)
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: 151,936 x text layers / 28)")
@@ -191,7 +197,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         print(
-            json.dumps(worker(Path(args.worker), args.share == "on", args.generations[0], args.steps, Path(args.out)))
+            json.dumps(
+                worker(
+                    Path(args.worker),
+                    args.share == "on",
+                    args.generations[0],
+                    args.lengths[0],
+                    args.steps,
+                    Path(args.out),
+                )
+            )
         )
         return
     if args.summarise:
@@ -208,19 +223,22 @@ def main() -> None:
             dtype="float32",
             vocab_size=args.vocab or round(151936 * args.text_layers / 28),
         )
-        results = {g: {False: [], True: []} for g in args.generations}
+        cases = [(g, n) for g in args.generations for n in args.lengths]
+        results = {case: {False: [], True: []} for case in cases}
         for round_ in range(args.rounds):
-            for generations in args.generations:
+            for generations, length in cases:
                 order = (True, False) if round_ % 2 == 0 else (False, True)
                 for share in order:
-                    result = run_worker(model, share, generations, args.steps, tmp)
-                    results[generations][share].append(result)
+                    result = run_worker(model, share, generations, length, args.steps, tmp)
+                    results[generations, length][share].append(result)
                     if args.log:
                         with open(args.log, "a") as log:
-                            log.write(json.dumps({"generations": generations, "share": share, **result}) + "\n")
+                            record = {"generations": generations, "length": length, "share": share, **result}
+                            log.write(json.dumps(record) + "\n")
                     median = statistics.median(s["step_s"] for s in result["steps"])
+                    name = "shared" if share else "unshared"
                     print(
-                        f"round {round_ + 1} G={generations} {'shared' if share else 'unshared'}: {median:.2f} s/step"
+                        f"round {round_ + 1} G={generations} {length} tokens {name}: {median:.2f} s/step", flush=True
                     )
         summarise(results)
 

@@ -10,8 +10,6 @@ value types are checked against GRPOConfig's own fields, so every TRL knob is re
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,15 +19,11 @@ from typing import Any, Literal
 import yaml
 
 from med_r1.errors import ConfigError
-from med_r1.io import atomic_write_text
-from med_r1.prompts import TEMPLATES
+from med_r1.io import atomic_write_text, read_yaml
+from med_r1.recipe_checks import check_grpo, check_recipe, eval_images  # noqa: F401  (eval_images: re-exported)
 from med_r1.strict import (
-    accepts_str_not_bool,
     build,
-    convert,
     deepcopy,
-    is_simple,
-    unknown_key,
     wants_raw_text,
 )
 
@@ -69,6 +63,9 @@ class ModelConfig:
     share_prompt: bool = True
     """Compute each prompt and its images once per group of rollouts, not once per rollout (same results, faster).
     Qwen2/2.5/3-VL with eager or sdpa attention; anything else falls back to TRL's unshared passes, logged once."""
+    trust_remote_code: bool = False
+    """Load a model that ships its own Python code (an auto_map in config.json, e.g. Hulu-Med): runs that code, so
+    only for models you trust. Passed to the Auto classes only when true."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +93,9 @@ class DataSource:
     (answer type 'closed' for yes/no answers, else 'open'), as in closed-to-open curricula."""
     pass_rate: list[float] | None = None
     """data.train only: keep questions whose pass rate (`med-r1 data difficulty`) lies in [low, high]; null = all."""
+    asr_model: str | None = None
+    """Spoken questions: a speech-recognition model (transformers pipeline; a folder or hub id) that transcribes each
+    row's `audio` file into its question text at loading time; transcripts are cached under $MED_R1_CACHE/transcripts."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +165,14 @@ class EvalConfig:
     Med-R1 evaluates within Qwen's own bounds, 3136 - 12845056."""
     max_pixels: int | None = None
     """Default: model.max_pixels."""
-    open_scorer: Literal["none", "judge"] = "none"
-    """Open questions: 'judge' adds a judged accuracy next to exact match and token F1."""
+    open_scorer: Literal["none", "judge", "embedding"] = "none"
+    """Open questions: 'judge' adds a judged accuracy next to exact match and token F1; 'embedding' the answers'
+    embedding similarity to the reference."""
     judge: dict[str, Any] = field(default_factory=dict)
     """The judge's settings (the `judge` reward's kwargs); default: those of the recipe's `judge` reward."""
+    embedding: dict[str, Any] = field(default_factory=dict)
+    """The embedding scorer's settings (the `embedding_similarity` reward's kwargs: encoder, max_length, batch_size,
+    device, floor); default: those of the recipe's `embedding_similarity` reward."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,31 @@ class DynamicSamplingConfig:
 
 
 @dataclass(frozen=True)
+class WarmupConfig:
+    """A short supervised warm-up on the training questions before GRPO (TRL's SFTTrainer), as several R1 recipes do:
+    the policy first learns to answer in the recipe's format, then GRPO starts from that model. Off by default."""
+
+    enabled: bool = False
+    epochs: float = 1.0
+    """Passes over the warm-up rows (every training question, times option_orders)."""
+    learning_rate: float = 1.0e-5
+    batch_size: int = 8
+    """Rows per device per step."""
+    gradient_accumulation_steps: int = 1
+    option_orders: int = 1
+    """Rows per question: its own option order, plus option_orders - 1 random reorderings (the target letter follows
+    its option), so the letter is learned from the options' content rather than from its position."""
+    think: str = ""
+    """What the targets hold inside <think>...</think> (think templates): fixed text, or with {modality},
+    {question_type} and {answer} (the answer's text) filled in per question."""
+    eval_prompt: bool = False
+    """Also train on the evaluation wording of the prompt (eval.prompt, else the template's evaluation template),
+    alternating with the training wording; neither wording carries evaluation data."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """More trl.SFTConfig settings (lr_scheduler_type, warmup_steps, weight_decay, ...), checked against its fields."""
+
+
+@dataclass(frozen=True)
 class RewardSpec:
     name: str
     """A built-in name, an entry point (group med_r1.rewards), 'package.module:function' or 'path/file.py:function'."""
@@ -227,6 +256,8 @@ class Recipe:
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("format"), RewardSpec("accuracy")])
     reward_errors: Literal["raise", "none"] = "raise"
     """What a reward that raises does: stop the run ('raise') or score None for the rows it failed on ('none')."""
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    """The supervised warm-up before GRPO (`med_r1.warmup`), into output_dir/warmup/."""
     grpo: dict[str, Any] = field(default_factory=dict)
     """Passed to trl.GRPOConfig (learning_rate, num_generations, beta, loss_type, use_vllm, ...)."""
     resume: bool | str = False
@@ -243,69 +274,6 @@ class Recipe:
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------------
-
-# Keys that recipes from other tools carry but TRL 1.16 no longer has, with what to do instead.
-_GRPO_RENAMED = {
-    "max_prompt_length": "removed in TRL 0.28; med-r1 never truncates multimodal prompts, so delete it",
-    "use_liger_loss": "renamed to use_liger_kernel in TRL 0.25",
-    "vllm_device": "removed; colocate mode shares the training GPU, server mode runs `vllm serve` on its own GPUs",
-    "use_transformers_paged": "renamed to use_transformers_continuous_batching",
-    "vllm_importance_sampling_cap": "renamed to vllm_importance_sampling_clip_max",
-}
-# GRPOConfig fields that med-r1 sets from elsewhere in the recipe, so a value has exactly one home.
-_GRPO_OWNED = {
-    "output_dir": "set the top-level `output_dir` instead",
-    "reward_weights": "set `rewards[i].weight` instead",
-    "model_init_kwargs": "set `model.dtype` / `model.attn_implementation` instead",
-}
-
-
-class RecipeLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, refusing a key given twice in one mapping (SafeLoader silently keeps the last one)."""
-
-    def construct_document(self, node):
-        duplicates = list(_duplicate_keys(node, ""))
-        if duplicates:
-            raise ConfigError(f"{self.name}: keys given twice (YAML keeps only the last; remove one):", duplicates)
-        return super().construct_document(node)
-
-
-def _duplicate_keys(node: yaml.Node, path: str):
-    if isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, f"{path}[{i}]")
-    elif isinstance(node, yaml.MappingNode):
-        first: dict[str, int] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            name = f"{path}.{key.value}" if path else key.value
-            line = key.start_mark.line + 1
-            if key.value in first:
-                yield f"{name}: line {first[key.value]} and line {line}"
-            first.setdefault(key.value, line)
-            yield from _duplicate_keys(value, name)
-
-
-def read_yaml(path: Path):
-    """A YAML file as Python data: UTF-8 text, no key given twice; a ConfigError naming the file and line if not."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    loader = RecipeLoader(text)
-    loader.name = str(path)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -326,9 +294,9 @@ def parse_recipe(raw: Any, overrides: list[str] | None = None, source: str = "re
     recipe = build(Recipe, raw, "", errors)
     grpo = recipe.grpo if recipe is not None else raw.get("grpo")
     if isinstance(grpo, dict):  # checked even when other sections are wrong: every problem in one list
-        errors += _check_grpo(grpo)
+        errors += check_grpo(grpo)
     if recipe is not None:
-        errors += _check_recipe(recipe)
+        errors += check_recipe(recipe)
     if errors:
         noun = "problem" if len(errors) == 1 else "problems"
         raise ConfigError(f"{source}: {len(errors)} {noun}:", errors)
@@ -406,19 +374,6 @@ def _leaf_type(parts: list[str]) -> Any:
     return tp
 
 
-def eval_images(recipe: Recipe) -> tuple[int | None, int | None, int | None]:
-    """(square side, min_pixels, max_pixels) of evaluation images: the eval.* value where set, else training's.
-
-    A side of None means images keep their own size (eval.image_size: native, or no data.image_size): the bounds
-    then decide their tokens. Bounds of None leave the processor's own.
-    """
-    e, side = recipe.eval, recipe.eval.image_size
-    side = recipe.data.image_size if side is None else None if side == "native" else side
-    low = e.min_pixels if e.min_pixels is not None else recipe.model.min_pixels
-    high = e.max_pixels if e.max_pixels is not None else recipe.model.max_pixels
-    return side, low, high
-
-
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
@@ -432,190 +387,3 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the resolved recipe (every default filled in), atomically."""
     text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
     atomic_write_text(path, RESOLVED_HEADER + text)
-
-
-def _positive(v) -> bool:
-    return v > 0
-
-
-def _non_negative(v) -> bool:
-    return v >= 0
-
-
-def _at_least_one(v) -> bool:
-    return v >= 1
-
-
-def _share(v) -> bool:
-    return 0 < v <= 1
-
-
-# GRPOConfig values with an obvious domain: (check, what the value must be). TRL and Trainer check few of these, and a
-# value outside its domain either trains silently without effect (learning_rate: 0) or fails deep inside torch.
-_GRPO_DOMAINS: dict[str, tuple[Any, str]] = {
-    "learning_rate": (_positive, "greater than 0"),
-    "temperature": (_positive, "greater than 0"),
-    "top_p": (_share, "in (0, 1]"),
-    "min_p": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "top_k": (_non_negative, "0 (off) or more"),
-    "repetition_penalty": (_positive, "greater than 0"),
-    "beta": (_non_negative, "0 or more"),
-    "epsilon": (_non_negative, "0 or more"),
-    "epsilon_high": (_non_negative, "0 or more"),
-    "delta": (_positive, "greater than 0"),
-    "num_generations": (lambda v: v >= 2, "at least 2 (GRPO compares completions of the same prompt)"),
-    "num_generations_eval": (_at_least_one, "at least 1"),
-    "num_iterations": (_at_least_one, "at least 1"),
-    "per_device_train_batch_size": (_at_least_one, "at least 1"),
-    "per_device_eval_batch_size": (_at_least_one, "at least 1"),
-    "gradient_accumulation_steps": (_at_least_one, "at least 1"),
-    "steps_per_generation": (_at_least_one, "at least 1"),
-    "generation_batch_size": (_at_least_one, "at least 1"),
-    "max_completion_length": (_at_least_one, "at least 1"),
-    "max_steps": (lambda v: v == -1 or v >= 1, "at least 1 (or -1: train for num_train_epochs)"),
-    "num_train_epochs": (_positive, "greater than 0"),
-    "logging_steps": (_positive, "greater than 0"),
-    "save_steps": (_positive, "greater than 0"),
-    "eval_steps": (_positive, "greater than 0"),
-    "save_total_limit": (_at_least_one, "at least 1 (or null: keep every checkpoint)"),
-    "warmup_steps": (_non_negative, "0 or more"),
-    "weight_decay": (_non_negative, "0 or more"),
-    "max_grad_norm": (_non_negative, "0 or more"),
-    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "adam_epsilon": (_positive, "greater than 0"),
-    "top_entropy_quantile": (_share, "in (0, 1]"),
-    "vllm_gpu_memory_utilization": (_share, "in (0, 1]"),
-}
-
-
-def _grpo_domain_problems(grpo: dict[str, Any]) -> list[str]:
-    """Every `grpo:` value outside its obvious domain (types were checked first; other values are TRL's to judge)."""
-    problems = []
-    for key, (ok, wanted) in _GRPO_DOMAINS.items():
-        value = grpo.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and not (math.isfinite(value) and ok(value)):
-            problems.append(f"grpo.{key}: must be {wanted}, got {value}")
-    return problems
-
-
-def _check_grpo(grpo: dict[str, Any]) -> list[str]:
-    """Check `grpo:` keys and simple value types against trl.GRPOConfig's fields; fix numbers YAML read as strings."""
-    from trl import GRPOConfig  # lazy: trl imports torch, and `--help` never needs it
-
-    hints = typing.get_type_hints(GRPOConfig)
-    names = [f.name for f in dataclasses.fields(GRPOConfig) if f.init]
-    errors = []
-    for key in list(grpo):
-        path = f"grpo.{key}"
-        if key in _GRPO_OWNED:
-            errors.append(f"{path}: {_GRPO_OWNED[key]}")
-        elif key in _GRPO_RENAMED:
-            errors.append(f"{path}: {_GRPO_RENAMED[key]}")
-        elif key not in names:
-            errors.append(unknown_key(path, key, names) + " (a trl.GRPOConfig field)")
-        elif grpo[key] is False and accepts_str_not_bool(hints[key]):
-            grpo[key] = "no"  # YAML 1.1 reads a bare `no` as false: `save_strategy: no` means the string
-        elif is_simple(hints[key]):
-            trial: list[str] = []
-            converted = convert(grpo[key], hints[key], path, trial)
-            errors += trial
-            if not trial:
-                grpo[key] = converted
-    return errors + _grpo_domain_problems(grpo)
-
-
-def _check_recipe(recipe: Recipe) -> list[str]:
-    errors = []
-    for key, template in (("prompt.template", recipe.prompt.template), ("eval.prompt", recipe.eval.prompt)):
-        if template is not None and template not in TEMPLATES and "{Question}" not in template:
-            close = difflib.get_close_matches(template, list(TEMPLATES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            errors.append(
-                f"{key}: {template!r} is neither a template name{hint} nor a template containing {{Question}}; "
-                f"names: {', '.join(TEMPLATES)}"
-            )
-    labels = [spec.label or spec.name for spec in recipe.rewards]
-    for label in sorted({x for x in labels if labels.count(x) > 1}):
-        errors.append(f"rewards: {label!r} is used twice; give one of them a `label` so their logs stay apart")
-    if not recipe.rewards:
-        errors.append("rewards: at least one reward is needed")
-    lora = recipe.model.lora
-    if recipe.model.finetune == "lora" and recipe.model.freeze_vision:
-        errors.append("model.freeze_vision: applies to full fine-tuning; LoRA leaves the vision tower frozen already")
-    if lora.r <= 0:
-        errors.append(f"model.lora.r: must be positive, got {lora.r}")
-    if lora.alpha <= 0:
-        errors.append(f"model.lora.alpha: must be positive, got {lora.alpha}")
-    if not 0.0 <= lora.dropout < 1.0:
-        errors.append(f"model.lora.dropout: must be at least 0 and below 1 (a probability), got {lora.dropout}")
-    if not str(recipe.output_dir).strip():
-        errors.append("output_dir: must name a folder for the run (e.g. runs/my-run)")
-    if recipe.data.image_size is not None and recipe.data.image_size < 1:
-        errors.append(
-            f"data.image_size: must be at least 1 (or null to keep the images' own size), got {recipe.data.image_size}"
-        )
-    if recipe.eval.do_sample and recipe.eval.temperature <= 0:
-        errors.append(f"eval.temperature: must be positive when eval.do_sample is true, got {recipe.eval.temperature}")
-    if not 0.0 < recipe.eval.top_p <= 1.0:
-        errors.append(f"eval.top_p: must be above 0 and at most 1, got {recipe.eval.top_p}")
-    if (
-        recipe.eval.open_scorer == "judge"
-        and not recipe.eval.judge
-        and not any(spec.name == "judge" for spec in recipe.rewards)
-    ):
-        errors.append(
-            "eval.open_scorer: judge needs the judge's settings: set eval.judge: {base_url: ..., model: ...}, or add "
-            "a `judge` reward to rewards (its kwargs are used)"
-        )
-    split = recipe.data.split
-    if not 0.0 < split.test_ratio < 1.0:
-        errors.append(f"data.split.test_ratio: must be between 0 and 1, got {split.test_ratio}")
-    if recipe.eval.num_samples > 1 and not recipe.eval.do_sample:
-        errors.append("eval.num_samples: more than one sample needs eval.do_sample=true (greedy gives one answer)")
-    for key, source in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        if source is not None and source.limit is not None and source.limit < 1:
-            errors.append(f"{key}.limit: must be at least 1 (or null for no limit), got {source.limit}")
-    for key in ("batch_size", "max_new_tokens", "num_samples"):
-        if getattr(recipe.eval, key) < 1:
-            errors.append(f"eval.{key}: must be at least 1, got {getattr(recipe.eval, key)}")
-    if isinstance(recipe.eval.image_size, int) and recipe.eval.image_size < 1:
-        errors.append(f"eval.image_size: must be at least 1 (or native), got {recipe.eval.image_size}")
-    for section, config in (("model", recipe.model), ("eval", recipe.eval)):
-        for key in ("min_pixels", "max_pixels"):
-            if getattr(config, key) is not None and getattr(config, key) < 1:
-                errors.append(f"{section}.{key}: must be at least 1, got {getattr(config, key)}")
-    _, low, high = eval_images(recipe)
-    if low is not None and high is not None and low > high:
-        keys = [
-            f"{'eval' if getattr(recipe.eval, k) is not None else 'model'}.{k}" for k in ("min_pixels", "max_pixels")
-        ]
-        errors.append(
-            f"{keys[0]}: {low} exceeds {keys[1]} {high} (evaluation uses eval.* where set, else model.*); lower "
-            f"{keys[0]} or raise {keys[1]}"
-        )
-    if recipe.matrix.min_questions < 1:
-        errors.append(f"matrix.min_questions: must be at least 1, got {recipe.matrix.min_questions}")
-    if not 0.0 <= recipe.guards.max_bad_rows <= 1.0:
-        errors.append(
-            f"guards.max_bad_rows: must be between 0 and 1 (a share of the rows), got {recipe.guards.max_bad_rows}"
-        )
-    if recipe.guards.max_nonfinite_steps < 1:
-        errors.append(f"guards.max_nonfinite_steps: must be at least 1, got {recipe.guards.max_nonfinite_steps}")
-    if recipe.data.frames < 1:
-        errors.append(f"data.frames: must be at least 1, got {recipe.data.frames}")
-    errors += _check_selection(recipe)
-    return errors
-
-
-def _check_selection(recipe: Recipe) -> list[str]:
-    """The pass-rate band, and dynamic sampling's rounds."""
-    errors = []
-    band = recipe.data.train.pass_rate
-    if band is not None and (len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0):
-        errors.append(f"data.train.pass_rate: must be [low, high] with 0 <= low <= high <= 1, got {band}")
-    if recipe.data.eval is not None and recipe.data.eval.pass_rate is not None:
-        errors.append("data.eval.pass_rate: the pass-rate band selects training questions; set data.train.pass_rate")
-    if recipe.dynamic_sampling.max_rounds < 1:
-        errors.append(f"dynamic_sampling.max_rounds: must be at least 1, got {recipe.dynamic_sampling.max_rounds}")
-    return errors

@@ -1,31 +1,25 @@
-"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file in place, and the check
-that a command writing a folder does not write over files already there."""
+"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file in place, the check that a
+command writing a folder does not write over files already there, and YAML read strictly (a key given twice is an
+error, not the last one silently kept)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from med_r1.errors import DataError, UserError
+import yaml
+
+from med_r1.errors import ConfigError, DataError, UserError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, binary=True) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -110,3 +104,70 @@ def check_output_folder(path: Path, force: bool, what: str) -> None:
             f"{what}: {path} already holds files ({shown}); nothing was written. Give a new or empty folder, or pass "
             "--force to write into it anyway (files of the same name are replaced)"
         )
+
+
+class StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (SafeLoader silently keeps the last one)."""
+
+    def construct_document(self, node):
+        duplicates = list(_duplicate_keys(node, ""))
+        if duplicates:
+            raise ConfigError(f"{self.name}: keys given twice (YAML keeps only the last; remove one):", duplicates)
+        return super().construct_document(node)
+
+
+def _duplicate_keys(node: yaml.Node, path: str):
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]")
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = f"{path}.{key.value}" if path else key.value
+            line = key.start_mark.line + 1
+            if key.value in first:
+                yield f"{name}: line {first[key.value]} and line {line}"
+            first.setdefault(key.value, line)
+            yield from _duplicate_keys(value, name)
+
+
+def read_yaml(path: Path):
+    """A YAML file as Python data: UTF-8 text, no key given twice; a ConfigError naming the file and line if not."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    loader = StrictYamlLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, newline: str | None = None, binary: bool = False):
+    """A text file opened for writing beside `path` and renamed over it only when the block ends without an error,
+    so a large file written row by row is never left half-written in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        text = {} if binary else {"encoding": "utf-8", "newline": newline}
+        with os.fdopen(fd, "wb" if binary else "w", **text) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,6 +3,7 @@
 left-padded prompts of different lengths, volumes, several group sizes and groups split across chunks; generation from
 one prefill against ordinary `generate`; and a short training run with the switch on and off."""
 
+import copy
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from med_r1 import shared_prompt
+from med_r1 import segment_attention, shared_inputs, shared_prompt
 from med_r1.trainer import MedR1GRPOTrainer
 
 QUESTIONS = [  # different lengths, so the chunk's prompts are left-padded differently
@@ -169,6 +170,81 @@ def test_eager_attention_and_the_reference_pass_without_grad(tiny_models):
     assert (trl - ours).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_long_completions_and_groups_of_eight_through_the_segment_attention(tiny_models, attn):
+    """512-token completions, G = 8: the packed path engages (each image encoded once per group) and equals TRL's,
+    with gradient checkpointing on, whose recompute must see the segment layout again."""
+    trainer = make_trainer(tiny_models["qwen2.5-vl"], attn=attn, gradient_checkpointing=True)
+    trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    rows = trl_rows(trainer.processing_class, groups=2, generations=8, width=512, seed=3)
+    seen = vision_patches(trainer.model)
+    trl = scored(trainer, rows, shared=False)
+    trl_patches, seen[:] = sum(seen), []
+    ours = scored(trainer, rows, shared=True)
+    assert sum(seen) * 8 == trl_patches  # each image encoded once per group
+    assert_same(trl, ours)
+
+
+def dense_tree_attention(query, key, value, segments, scale):
+    """Reference: one (L, L) boolean tree mask over each packed row (what the segment attention replaces)."""
+    length = segments.size(1)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    keys, queries = segments[:, None, :], segments[:, :, None]
+    allowed = (causal & ((keys == 0) | (keys == queries)))[:, None]
+    rep = query.size(1) // key.size(1)
+    key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scale)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("prompts", [[5, 3], [0, 4]])  # a one-token prompt shares nothing but its segment copies
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (6, 1)])
+def test_segment_attention_equals_the_dense_tree_mask(prompts, heads):
+    rng = torch.Generator().manual_seed(0)
+    lengths = [[3, 1, 4], [2, 5]]  # segment lengths per group
+    spans, rows = [], []
+    for g, (prompt, sizes) in enumerate(zip(prompts, lengths, strict=True)):
+        start, row = prompt, [0] * prompt
+        for k, size in enumerate(sizes, start=1):
+            spans.append((g, start, size))
+            start, row = start + size, row + [k] * size
+        rows.append(row)
+    length = max(map(len, rows)) + 2  # padding at the end of both rows
+    segments = torch.tensor([row + [-1] * (length - len(row)) for row in rows])
+    layout = segment_attention.Layout.build(spans, prompts, length, config=None, device="cpu")
+    q_heads, kv_heads = heads
+    query = torch.randn(2, q_heads, length, 8, generator=rng, requires_grad=True)
+    key = torch.randn(2, kv_heads, length, 8, generator=rng, requires_grad=True)
+    value = torch.randn(2, kv_heads, length, 8, generator=rng, requires_grad=True)
+    real = (segments >= 0)[:, :, None, None]
+    ours = segment_attention.attention(layout, query, key, value, scaling=0.3, dropout=0.0)
+    dense = dense_tree_attention(query, key, value, segments, 0.3)
+    assert (ours - dense).masked_fill(~real, 0).abs().max() <= 1e-5
+    assert bool((ours.masked_fill(real, 0) == 0).all())  # padding gets zeros
+    weights = torch.randn(ours.shape, generator=rng).masked_fill(~real, 0)
+    got = torch.autograd.grad((ours * weights).sum(), (query, key, value))
+    want = torch.autograd.grad((dense * weights).sum(), (query, key, value))
+    for a, b in zip(got, want, strict=True):
+        assert (a - b).abs().max() <= 1e-5
+    mask_entries = layout.segment_mask[0, 0].numel() * len(spans) + layout.prompt_mask.numel()
+    assert mask_entries < 2 * length * length  # per row: segments x C x (P + C), not (P + G C)^2 per group
+
+
+def test_the_installed_wrapper_is_transparent_without_a_layout(tiny_models):
+    from transformers import AutoModelForImageTextToText
+
+    for attn in ("sdpa", "eager"):
+        model = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen3-vl"], attn_implementation=attn).eval()
+        ids = torch.randint(20, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            before = model(input_ids=ids).logits
+            segment_attention.install(attn)
+            after = model(input_ids=ids).logits
+        assert torch.equal(before, after)
+    with pytest.raises(ValueError, match="paged"):
+        segment_attention.install("paged|eager")
+
+
 def test_rows_that_share_text_but_not_images_are_not_shared(tiny_models):
     trainer = make_trainer(tiny_models["qwen2-vl"])
     rows = trl_rows(trainer.processing_class, groups=1, generations=4)
@@ -186,7 +262,12 @@ def test_switch_off_and_unsupported_settings_fall_back_and_say_why(tiny_models, 
         trainer = make_trainer(tiny_models["qwen2-vl"], share=False)
     assert trainer.share_prompt_fallback == "model.share_prompt is false"
     assert not caplog.records  # switching it off is not a warning
-    assert "flash_attention_2" in shared_prompt.unsupported_reason(trainer.model.config, "flash_attention_2")
+    assert shared_prompt.unsupported_reason(trainer.model.config, "flash_attention_2") is None
+    assert "'paged|eager'" in shared_prompt.unsupported_reason(trainer.model.config, "paged|eager")
+    config = copy.deepcopy(trainer.model.config)
+    sliding = config.get_text_config()
+    sliding.use_sliding_window, sliding.layer_types = True, ["sliding_attention"] * sliding.num_hidden_layers
+    assert "sliding-window" in shared_prompt.unsupported_reason(config)
     rows = trl_rows(trainer.processing_class, groups=2, generations=4)
     seen = vision_patches(trainer.model)
     trainer._get_per_token_logps_and_entropies(trainer.model, **rows)
@@ -252,7 +333,7 @@ def test_generation_from_one_prefill_equals_generate(tiny_models, arch):
     def generate(shared: bool, sample: bool):
         torch.manual_seed(0)
         config.do_sample = sample
-        with torch.no_grad(), shared_prompt.shared_prefill_generate(model, model.model) if shared else _nothing():
+        with torch.no_grad(), shared_inputs.shared_prefill_generate(model, model.model) if shared else _nothing():
             return model.generate(**inputs, generation_config=config)
 
     for sample in (False, True):
@@ -280,7 +361,7 @@ def test_image_processor_runs_once_per_distinct_image(tiny_models):
     expected = processor(images=images, text=texts, padding=True, return_tensors="pt")
     calls = []
     real = processor.image_processor
-    with shared_prompt.dedupe_images(processor):
+    with shared_inputs.dedupe_images(processor):
         real.preprocess, original = (
             (lambda imgs, *a, **k: calls.append(len(imgs)) or original(imgs, *a, **k)),
             (real.preprocess),
@@ -373,6 +454,4 @@ def test_validate_says_whether_prompts_are_shared(capsys):
     assert main(["validate", recipe]) == 0
     assert "share_prompt: on" in capsys.readouterr().out
     assert main(["validate", recipe, "model.attn_implementation=flash_attention_2"]) == 0
-    assert (
-        "share_prompt: off, TRL's unshared passes: attn_implementation 'flash_attention_2'" in capsys.readouterr().out
-    )
+    assert "share_prompt: on" in capsys.readouterr().out  # the segment attention stands in front of flash kernels
