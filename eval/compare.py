@@ -4,6 +4,10 @@ A and B are run folders (their eval/<NAME>/ is used; the only one if NAME is not
 metrics.json files. Both accuracies are compared: med-r1's parser (`accuracy`) and Med-R1's own scorer
 (`accuracy_medr1`). When both evaluations answered the same questions, the 95% interval of a difference is paired
 (it uses which questions each got right); otherwise it treats the two as independent samples.
+
+Two evaluations of different questions (another data.eval, a limit, an evaluation cut short) are compared on the
+questions both answered: a warning line says how many are only in A, only in B and common, and every table is
+recomputed from the predictions of the common questions. With none in common there is nothing to compare (exit 2).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 from pathlib import Path
 
 from med_r1.errors import UserError
-from med_r1.eval.metrics import GROUPS, METRICS
+from med_r1.eval.metrics import GROUPS, METRICS, summarize
 from med_r1.io import read_jsonl
 
 
@@ -75,10 +79,39 @@ def read_results(folder: Path) -> tuple[dict, list[dict]]:
     return metrics, predictions
 
 
+def common_questions(
+    dir_a: Path, dir_b: Path, preds_a: list[dict], preds_b: list[dict]
+) -> tuple[list[dict], list[dict], str]:
+    """Both sides' predictions of the questions both answered, and a warning when that is not all of them ('' when
+    the two evaluated the same questions); a UserError when they share none."""
+    ids_a, ids_b = {r.get("question_id") for r in preds_a}, {r.get("question_id") for r in preds_b}
+    if ids_a == ids_b or not preds_a or not preds_b:  # the same questions, or no predictions to tell by
+        return preds_a, preds_b, ""
+    common = ids_a & ids_b
+    if not common:
+        raise UserError(
+            f"A ({dir_a}) and B ({dir_b}) evaluated no question in common ({len(ids_a)} in A, e.g. "
+            f"{min(map(str, ids_a))!r}; {len(ids_b)} in B, e.g. {min(map(str, ids_b))!r}): nothing to compare. "
+            "Compare evaluations of the same data.eval (same path, split and limit)"
+        )
+    warning = (
+        f"warning: A and B evaluated different questions: {len(ids_a - common)} only in A, {len(ids_b - common)} "
+        f"only in B, {len(common)} common; every table below compares the {len(common)} common questions only"
+    )
+    return (
+        [r for r in preds_a if r.get("question_id") in common],
+        [r for r in preds_b if r.get("question_id") in common],
+        warning,
+    )
+
+
 def compare(path_a: Path, path_b: Path, name: str | None = None) -> str:
     dir_a, dir_b = find_eval(path_a, name), find_eval(path_b, name)
     (metrics_a, preds_a), (metrics_b, preds_b) = read_results(dir_a), read_results(dir_b)
-    lines = [f"A: {dir_a}", f"B: {dir_b}", ""]
+    preds_a, preds_b, warning = common_questions(dir_a, dir_b, preds_a, preds_b)
+    if warning:  # metrics.json counts every question each side answered: recount on the common ones
+        metrics_a, metrics_b = summarize(preds_a), summarize(preds_b)
+    lines = [f"A: {dir_a}", f"B: {dir_b}", *([warning] if warning else []), ""]
     sections = [("overall", {"all": metrics_a["overall"]}, {"all": metrics_b["overall"]}, None)]
     sections += [(g, metrics_a[f"by_{g}"], metrics_b[f"by_{g}"], g) for g in GROUPS]
     header = "".join(

@@ -1,7 +1,8 @@
 """`med-r1 matrix RECIPE [--dry-run] [key=value ...]`: Med-R1's cross-modality / cross-task generalization experiment.
 
 For each training domain (a modality, or a question type) a policy is trained on that domain alone and evaluated on
-every test domain; the untrained base model is the baseline row. Training domains found in the data with fewer than
+every test domain; the untrained base model is the baseline row. Domains are named in any spelling (`MR` is `MRI`);
+two that name the same domain after canonicalisation are refused before anything runs. Training domains found in the data with fewer than
 `matrix.min_questions` questions are skipped and listed in the plan. Results in output_dir: matrix.md and
 matrix.json hold both accuracies (med-r1's parser and Med-R1's own scorer), each with its improvement over the
 baseline; matrix.csv/.png and matrix_delta.csv/.png show the one `matrix.metric` names. Finished trainings and
@@ -27,7 +28,7 @@ import med_r1.train
 from med_r1 import run_folder
 from med_r1.config import Recipe
 from med_r1.data.selection import filter_questions
-from med_r1.data.taxonomy import slug
+from med_r1.data.taxonomy import canonical_modality, canonical_question_type, slug
 from med_r1.errors import DataError, UserError
 from med_r1.eval.metrics import METRICS
 from med_r1.io import atomic_write_json, atomic_write_text, read_jsonl
@@ -65,8 +66,32 @@ def domains(recipe: Recipe, train: list, test: list) -> tuple[list[str], list[st
     sizes = Counter(getattr(q, axis) for q in train)
     skipped = {} if matrix.train_domains else {d: n for d, n in sorted(sizes.items()) if n < matrix.min_questions}
     train_domains = matrix.train_domains or sorted(d for d in sizes if d not in skipped)
-    test_domains = matrix.test_domains or sorted({getattr(q, axis) for q in test})
+    # As the questions (and so the metrics) name them: a column asked for as 'MR' shows the 'MRI' results.
+    test_domains = [canonical(axis, d) for d in matrix.test_domains] or sorted({getattr(q, axis) for q in test})
     return train_domains, test_domains, skipped
+
+
+def canonical(axis: str, domain: str) -> str:
+    """A domain's name as the questions carry it ('MR' -> 'MRI' on the modality axis)."""
+    return canonical_modality(domain) if axis == "modality" else canonical_question_type(domain)
+
+
+def duplicate_domains(recipe: Recipe) -> list[str]:
+    """Domains listed twice in `matrix:` (in any spelling): a training would run twice, a column show twice."""
+    axis, problems = recipe.matrix.axis, []
+    for key, named in (
+        ("matrix.train_domains", recipe.matrix.train_domains),
+        ("matrix.test_domains", recipe.matrix.test_domains),
+    ):
+        first: dict[str, str] = {}
+        for domain in named:
+            name = canonical(axis, domain)
+            if name not in first:
+                first[name] = domain
+                continue
+            same = f"{first[name]!r} is listed twice" if first[name] == domain else f"{first[name]!r} and {domain!r}"
+            problems.append(f"{key}: {same} (both the {axis} {name!r}); list each domain once")
+    return problems
 
 
 def domain_problems(recipe: Recipe, train: list, test: list) -> list[str]:
@@ -133,6 +158,9 @@ def eval_status(cell: Cell, n_questions: int) -> str:
 
 
 def run_matrix(recipe: Recipe, dry_run: bool = False) -> str:
+    duplicates = duplicate_domains(recipe)
+    if duplicates:
+        raise UserError("matrix: domains named twice (nothing was run):", duplicates)
     data = build_plan(recipe, "matrix")
     problems = domain_problems(recipe, data.train, data.eval)
     if problems:

@@ -4,7 +4,8 @@
         judge_reward(..., base_url=server.url, model="judge")
         server.prompts, server.max_in_flight
 
-`fail_first` requests are answered `fail_status` (a flaky or rate-limiting judge), with `fail_headers` (Retry-After);
+`server.bodies` holds every request's JSON body (max_tokens, temperature); `fenced(prompt)` is the answer a judge
+prompt fences. `fail_first` requests are answered `fail_status` (a flaky or rate-limiting judge), with `fail_headers` (Retry-After);
 `body` replaces the whole response (a server speaking another protocol); `choice` replaces the choice (a null content,
 a finish_reason); `delay` holds each answer back (timeouts, concurrency).
 """
@@ -34,6 +35,7 @@ class ChatServer:
         self.times: list[float] = []
         self.prompts: list[str] = []
         self.headers: list[dict] = []
+        self.bodies: list[dict] = []
         self.models: list[str] = []
         self.received = 0
         self.in_flight = 0
@@ -71,6 +73,7 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.headers.append(dict(self.headers))
+                    server.bodies.append(request)
                     server.times.append(time.monotonic())
                 try:
                     time.sleep(server.delay)
@@ -115,3 +118,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fenced(prompt: str) -> str:
+    """The text between a judge prompt's first <candidate_answer> and the </candidate_answer> after it, stripped
+    ('' when the prompt has no such fence)."""
+    start = prompt.find("<candidate_answer>")
+    end = prompt.find("</candidate_answer>", start) if start >= 0 else -1
+    return prompt[start + len("<candidate_answer>") : end].strip() if end >= 0 else ""

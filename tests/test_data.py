@@ -465,6 +465,40 @@ def test_stats_say_how_many_images_exist_and_count_by_modality_and_dataset(tmp_p
     assert "images on disk: 12 of 12\n" in capsys.readouterr().out
 
 
+def test_stats_count_and_show_the_rows_they_skip(tmp_path, capsys):
+    good = {"image": "a.png", "question": "Which?", "options": ["CT", "MRI"], "answer": "B", "modality": "MR"}
+    rows = [
+        json.dumps({"id": "q1", **good}),
+        '{"id": "q2", "image": "a.png", "question": "Which?"',  # cut off: malformed JSON
+        json.dumps({"id": "q3", "image": "a.png", "options": ["CT", "MRI"]}),  # no question, no answer
+        json.dumps({"id": "q4", **good, "answer": "A"}),
+    ]
+    (tmp_path / "set.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "zz.jsonl").write_text(json.dumps({"id": "q1", **good}) + "\n")  # a repeated id (read second)
+    assert main(["data", "stats", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["questions"] == 2 and report["modalities"] == {"MRI": 2}  # the good rows only
+    assert report["answer_letters"] == {"A": 1, "B": 1}
+    skipped = report["skipped"]
+    assert skipped["rows"] == 3 and skipped["by_file"] == {"set.jsonl": 2, "zz.jsonl": 1}
+    assert skipped["by_kind"] == {"bad_record": 2, "duplicate_id": 1}
+    where = {e["where"]: e["message"] for e in skipped["examples"]}
+    assert (
+        where["set.jsonl:2"].startswith("malformed JSON")
+        and "missing key(s): question, answer" in where["set.jsonl:3 (q3)"]
+    )
+    assert "warning: 3 malformed rows skipped" in captured.err  # stdout stays JSON
+    assert main(["data", "stats", str(tmp_path / "set.jsonl")]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("warning: 2 malformed rows skipped (set.jsonl 2; bad_record 2)")
+    assert "data validate" in text[0] and text[1].startswith("  set.jsonl:2: malformed JSON")
+    assert text[2] == "  set.jsonl:3 (q3): missing key(s): question, answer" and text[3].startswith("2 questions")
+    assert main(["data", "stats", str(tmp_path / "zz.jsonl"), "--json"]) == 0  # nothing skipped: no warning
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["skipped"]["rows"] == 0 and captured.err == ""
+
+
 @pytest.mark.parametrize("fmt", ["slake", "vqa-rad", "omnimedvqa", "jsonl"])
 def test_a_format_that_matches_nothing_is_an_error(tmp_path, capsys, fmt):
     train = make_medr1_splits(tmp_path) / "Splits" / "modality" / "train"

@@ -7,11 +7,13 @@ import pytest
 
 from conftest import make_medr1_splits, tiny_recipe, write_recipe
 from med_r1.cli import main
-from med_r1.config import DataSource, parse_recipe
+from med_r1.config import DataSource, load_recipe, parse_recipe
 from med_r1.data.sources import load_source
 from med_r1.eval.generate import encode
 from med_r1.eval.images import EvalImages
+from med_r1.eval.metrics import summarize
 from med_r1.eval.run import conversation, eval_processor, prediction, resolve_target
+from med_r1.matrix import domains
 from med_r1.model import apply_pixel_bounds, load_processor, pixel_bounds
 from med_r1.prompts import TEMPLATES, format_problem
 from med_r1.records import Question
@@ -209,6 +211,43 @@ def test_eval_of_a_lora_run_and_compare(tiny_model, omni_dir, tmp_path, capsys):
     assert main(["compare", str(run), str(run)]) == 2  # two evaluations in the run: ambiguous without --eval
 
 
+def write_eval(folder: Path, right: dict[str, bool]) -> Path:
+    """An eval folder as `med-r1 eval` leaves it: q1-q4 are CT questions, q5-q8 MRI ones; `right` says which of them
+    this evaluation answered, and whether correctly."""
+    rows = [
+        {"question_id": q, "modality": "CT" if int(q[1:]) <= 4 else "MRI", "question_type": "Diagnosis",
+         "dataset": "set", "parsed": "A", "correct": ok, "correct_medr1": ok}
+        for q, ok in right.items()
+    ]  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "metrics.json").write_text(json.dumps(summarize(rows)))
+    return folder
+
+
+def test_compare_of_different_questions_warns_and_compares_the_common_ones(tmp_path, capsys):
+    a = write_eval(tmp_path / "a", {"q1": True, "q2": True, "q3": False, "q4": True, "q5": False, "q6": True})
+    b = write_eval(tmp_path / "b", {"q3": True, "q4": True, "q5": True, "q6": True, "q7": False, "q8": False})
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == (
+        "warning: A and B evaluated different questions: 2 only in A, 2 only in B, 4 common; every table below "
+        "compares the 4 common questions only"
+    )
+    rows = {line.split(" | ")[0]: line for line in out if line.startswith("| ") and "%" in line}
+    # On all their questions A has CT 3/4 and B MRI 2/4; on the common ones (q3-q6) A has 1/2 of each, B 2/2.
+    assert rows["| all"].startswith("| all | 50.0% | 100.0% | +50.0 |") and rows["| all"].endswith(" 4/4 |")
+    for domain in ("CT", "MRI"):
+        assert rows[f"| {domain}"].startswith(f"| {domain} | 50.0% | 100.0% | +50.0 |")
+        assert rows[f"| {domain}"].endswith(" 2/2 |")
+    assert main(["compare", str(a), str(a)]) == 0  # the same questions: no warning
+    assert "warning" not in capsys.readouterr().out
+    c = write_eval(tmp_path / "c", {"q7": True, "q8": False})
+    assert main(["compare", str(tmp_path / "a" / "metrics.json"), str(c)]) == 2
+    err = capsys.readouterr().err
+    assert "evaluated no question in common (6 in A, e.g. 'q1'; 2 in B, e.g. 'q7')" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "override, needle",
     [
@@ -318,6 +357,31 @@ def test_matrix_plan_skips_domains_with_too_few_questions(tmp_path, capsys):
     assert main(["matrix", "--dry-run", "recipes/med-r1/cross_modality.yaml", *overrides]) == 2
     err = capsys.readouterr().err
     assert "no training domain has matrix.min_questions=50" in err and "CT 6, X-Ray 6, unknown 1" in err
+
+
+def test_matrix_refuses_a_domain_named_twice_in_any_spelling(tmp_path, capsys):
+    root = make_medr1_splits(tmp_path)
+    omni, splits = root / "OmniMedVQA", root / "Splits" / "modality"
+    overrides = [
+        f"data.train.path={splits / 'train'}",
+        f"data.train.image_root={omni}",
+        f"data.eval.path={splits / 'test'}",
+        f"data.eval.image_root={omni}",
+        f"output_dir={tmp_path / 'mx'}",
+        "matrix.min_questions=5",
+    ]
+    recipe = "recipes/med-r1/cross_modality.yaml"
+    twice = ["matrix.train_domains=[CT, xray, X-Ray]", "matrix.test_domains=[CT, ct]"]
+    assert main(["matrix", "--dry-run", recipe, *overrides, *twice]) == 2
+    err = capsys.readouterr().err
+    assert "matrix.train_domains: 'xray' and 'X-Ray' (both the modality 'X-Ray')" in err
+    assert "matrix.test_domains: 'CT' and 'ct' (both the modality 'CT')" in err and "Traceback" not in err
+    assert main(["matrix", recipe, *overrides, "matrix.train_domains=[CT, CT]"]) == 2  # refused before any run
+    assert "'CT' is listed twice" in capsys.readouterr().err and not (tmp_path / "mx").exists()
+    # Aliases that name different domains are fine, and a column asked for by an alias shows its canonical results.
+    assert main(["matrix", "--dry-run", recipe, *overrides, "matrix.test_domains=[xray, ct]"]) == 0
+    recipe_ = load_recipe(recipe, [*overrides, "matrix.test_domains=[xray, ct]"])
+    assert domains(recipe_, [], [])[1] == ["X-Ray", "CT"]
 
 
 @pytest.mark.slow

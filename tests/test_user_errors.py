@@ -1013,6 +1013,19 @@ CASES: list[Case] = [
         [Run(["matrix", "{recipe}", "--dry-run", "matrix.min_questions=1000"], says=("no training domain has",))],
         {"data.eval": {"path": "{omni}"}},
     ),
+    # ---- issue 20 ----
+    Case(
+        "matrix-domain-named-twice",
+        "20",
+        [
+            Run(
+                ["matrix", "{recipe}"],
+                says=("matrix.train_domains: 'MR' and 'MRI' (both the modality 'MRI')", "nothing was run"),
+            )
+        ],
+        {"data.eval": {"path": "{omni}"}, "matrix.train_domains": ["CT", "MR", "MRI"]},
+        check=lambda c: assert_no_run(c.run),
+    ),
     Case(
         "pass-rate-file-with-a-bad-line",
         "review",
@@ -1111,6 +1124,10 @@ grpo: {{learning_rate: 0.01}}
 def assert_files(folder: Path, *names: str) -> None:
     missing = [n for n in names if not (folder / n).exists()]
     assert not missing, f"missing in {folder}: {missing}"
+
+
+def assert_no_run(folder: Path) -> None:
+    assert not folder.exists(), f"{folder} was written: {sorted(p.name for p in folder.iterdir())}"
 
 
 # -- running a case -------------------------------------------------------------------------------------------------

@@ -4,10 +4,16 @@
 question ids and, given a test set, images shared between train and test. Each problem names its file and record.
 Before training, `training_problems` (no image decoding) gates the data, `drop_bad_rows` keeps the good rows when
 `data.skip_bad_rows` asks for it, and `overlap_warnings` says when evaluation questions or images are also trained on.
+
+`stats` describes the rows that loaded; rows the loader skipped (malformed JSON, missing keys, an answer naming no
+option, a repeated id, an unreadable file) are counted per file and kind under `skipped`, with the first few by
+file:line and reason, and `format_stats` opens with a warning line when there are any. `stats` never fails on them
+(exit 0): `validate` is the gate (exit 2).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -16,7 +22,8 @@ from med_r1.data.selection import image_overlap
 from med_r1.records import Problem, Question
 
 
-def stats(questions: list[Question]) -> dict:
+def stats(questions: list[Question], indexing: list[Problem] = (), shown: int = 5) -> dict:
+    """Counts over the questions that loaded; `indexing` (the loader's problems) are the rows it skipped."""
     table: dict[str, Counter] = defaultdict(Counter)
     for q in questions:
         table[q.modality][q.question_type] += 1
@@ -33,7 +40,41 @@ def stats(questions: list[Question]) -> dict:
         "answer_types": dict(sorted(Counter(q.answer_type for q in questions).items())),
         "options_per_question": {str(k): v for k, v in sorted(Counter(len(q.options) for q in choice).items())},
         "answer_letters": dict(sorted(Counter(q.answer for q in choice).items())),
+        "skipped": skipped_rows(list(indexing), shown),
     }
+
+
+# `file.jsonl:12 (id)`, `file.json[3] (id)`, `file.csv`: the file part of a Problem's `where`.
+_WHERE_FILE = re.compile(r"^(?P<file>.*?)(?::\d+|\[\d+\])?(?: \(.*\))?$")
+
+
+def _file_of(where: str) -> str:
+    found = _WHERE_FILE.match(where)  # always matches: every part but the file is optional
+    return (found.group("file") if found else "") or where
+
+
+def skipped_rows(indexing: list[Problem], shown: int = 5) -> dict:
+    """The rows a loader skipped: how many, per file and per kind, and the first `shown` (where and why)."""
+    files = Counter(_file_of(p.where) for p in indexing)
+    return {
+        "rows": len(indexing),
+        "by_file": dict(sorted(files.items())),
+        "by_kind": dict(sorted(Counter(p.kind for p in indexing).items())),
+        "examples": [{"where": p.where, "kind": p.kind, "message": p.message} for p in indexing[:shown]],
+    }
+
+
+def skipped_warning(skipped: dict, path: str = "PATH") -> str:
+    """One line saying how many rows `stats` left out, where, and how to list them all ('' when none)."""
+    if not skipped["rows"]:
+        return ""
+    n = skipped["rows"]
+    files = ", ".join(f"{f} {k}" for f, k in skipped["by_file"].items())
+    kinds = ", ".join(f"{k} {v}" for k, v in skipped["by_kind"].items())
+    return (
+        f"warning: {n} malformed row{'s' if n != 1 else ''} skipped ({files}; {kinds}); the stats below count the "
+        f"rows that loaded. `med-r1 data validate {path}` lists every one"
+    )
 
 
 def validate(
@@ -147,7 +188,14 @@ def summary(problems: list[Problem], shown: int = 20) -> dict:
 
 def format_stats(report: dict, path: str = "PATH", image_root: str | None = None) -> str:
     """The stats as text; `image_root` is where the image names were looked up (for the hint on missing ones)."""
-    lines = [f"{report['questions']} questions, {report['images']} images, {len(report['datasets'])} datasets"]
+    lines = []
+    skipped = report.get("skipped") or {"rows": 0}
+    if skipped["rows"]:
+        lines.append(skipped_warning(skipped, path))
+        lines += [f"  {e['where']}: {e['message']}" for e in skipped["examples"]]
+        if skipped["rows"] > len(skipped["examples"]):
+            lines.append(f"  ... and {skipped['rows'] - len(skipped['examples'])} more")
+    lines += [f"{report['questions']} questions, {report['images']} images, {len(report['datasets'])} datasets"]
     found, named = report["images_found"], report["images"]
     line = f"images on disk: {found} of {named}"
     if found < named:
