@@ -23,6 +23,14 @@ def plan_summary(plan) -> str:
     if plan.longest_prompt is not None:
         lines.append(f"longest prompt: {plan.longest_prompt} tokens with its images")
     lines.append("rewards: " + ", ".join(f"{s.label or s.name} x{s.weight:g}" for s in recipe.rewards))
+    if recipe.warmup.enabled:
+        warm = recipe.warmup
+        lines.append(
+            f"warm-up: {len(plan.train)} questions x {warm.option_orders} option orders, {warm.epochs:g} epochs of "
+            f"supervised answers (TRL's SFTTrainer, lr {warm.learning_rate:g}) before GRPO, into output_dir/warmup/"
+        )
+    if plan.policy:
+        lines.append(f"policy: {plan.policy}")
     if plan.share_prompt:
         lines.append(f"share_prompt: {plan.share_prompt}")
     shown = {k: v for k, v in kw.items() if k not in ("output_dir", "reward_weights")}

