@@ -4,15 +4,19 @@
     med-r1 eval import --format medevalkit eval_results/MyModel/OmniMedVQA/results.json --recipe recipes/quickstart.yaml
 
 The questions are the recipe's (`--split test`: the ones `med-r1 eval` asks; `train`: data.train's), exported by
-`med-r1 data export`. Each prediction is matched to its question by `question_id` (both exports carry it; a
-VLMEvalKit file without that column is matched by `index`, the row's position in the export), scored by the answer
-parser every med-r1 evaluation uses, and written to output_dir/eval/<name>/ (default name: the harness) as
-predictions.jsonl, metrics.json and metrics.md, so `med-r1 compare` sets it beside a `med-r1 eval` of the same
-questions. The Med-R1-scorer column reads the tagged answer when the output holds 'answer', else the raw output
-(harness prompts rarely ask for Med-R1's tags).
+`med-r1 data export`. Each prediction is matched to its question: a VLMEvalKit row by `index` (the row's position in
+the export, which VLMEvalKit keeps), its `question_id` checked against it (spreadsheets turn an id such as 00012 into
+the number 12, so ids are compared as numbers where both are); a MedEvalKit row by `question_id`. Outputs are scored
+by the answer parser every med-r1 evaluation uses (a `\boxed{B}` answer, which MedEvalKit's reasoning prompts ask
+for, is read too) and written to output_dir/eval/<name>/ (default name: the harness) as predictions.jsonl,
+metrics.json and metrics.md, so `med-r1 compare` sets it beside a `med-r1 eval` of the same questions. The
+Med-R1-scorer column reads the tagged answer when the output holds 'answer', else the raw output (harness prompts
+rarely ask for Med-R1's tags). Where the file holds the harness's own verdict per question (MedEvalKit's `correct`,
+the `hit` of VLMEvalKit's `_result` files), it is kept as `harness_correct` and its accuracy is printed beside ours.
 
-Inputs: VLMEvalKit's predictions file (.xlsx, its default, read with openpyxl when installed; .tsv or .csv) with a
-`prediction` column; MedEvalKit's results.json (a JSON list, or JSON lines) with `question_id` and `response`.
+Inputs: VLMEvalKit's predictions file (.xlsx, its default, read with openpyxl when installed; .tsv, .csv or .json
+with PRED_FORMAT) with a `prediction` column; MedEvalKit's results.json (a JSON list, or JSON lines) with
+`question_id` and `response`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ SPLITS = ("test", "train")
 MEDR1_RULE = "tag_if_answer"
 """How the Med-R1-scorer column reads a harness's output: the tagged answer if 'answer' is in it, else the raw text."""
 PREDICTION_COLUMN = {"vlmevalkit": "prediction", "medevalkit": "response"}
+VERDICT_COLUMNS = ("correct", "hit")
+"""A harness's own per-question verdict, when its file has one (MedEvalKit: correct; VLMEvalKit _result files: hit)."""
 
 
 def recipe_questions(recipe: Recipe, split: str = "test") -> list[Question]:
@@ -90,39 +96,62 @@ def _read_json(path: Path) -> list[dict]:
     return rows
 
 
-def match(rows: list[dict], questions: list[Question], harness: str, path: Path) -> list[tuple[Question, str]]:
-    """Each row's question and output; unknown, repeated or missing keys are errors naming the row and column."""
+def match(rows: list[dict], questions: list[Question], harness: str, path: Path) -> list[tuple[Question, str, dict]]:
+    """Each row's question, output and row; unknown, repeated, missing or disagreeing keys are errors naming the row
+    and column."""
     column = PREDICTION_COLUMN[harness]
     if rows and column not in rows[0]:
         raise DataError(
             f"{path}: no {column!r} column (columns: {', '.join(map(str, rows[0]))}); give the {harness} predictions file"
         )
     by_id = {q.question_id: q for q in questions}
-    key = "question_id" if harness == "medevalkit" or (rows and "question_id" in rows[0]) else "index"
+    key = "index" if harness == "vlmevalkit" and rows and "index" in rows[0] else "question_id"
     if rows and key not in rows[0]:
-        raise DataError(f"{path}: no {key!r} column, so its rows cannot be matched to the exported questions")
+        other = " (nor 'index')" if harness == "vlmevalkit" else ""
+        raise DataError(f"{path}: no {key!r} column{other}, so its rows cannot be matched to the exported questions")
     matched, seen = [], {}
     for n, row in enumerate(rows, start=1 if path.suffix.lower() in (".json", ".jsonl") else 2):
         where = f"{path}: row {n}"
         if key not in row:
             raise DataError(f"{where} has no {key!r}")
-        question = _question(row[key], key, by_id, questions)
+        question = _by_index(row[key], questions) if key == "index" else _by_id(row[key], by_id)
         if question is None:
             raise DataError(
                 f"{where}: {key} {row[key]!r} is not one of the recipe's {len(questions)} exported questions; import "
                 "with the recipe and --split the file was exported from"
             )
+        if key == "index" and "question_id" in row and not same_id(row["question_id"], question.question_id):
+            raise DataError(
+                f"{where}: index {row[key]!r} is question {question.question_id!r} in the recipe's export, but the row "
+                f"names question_id {row['question_id']!r}; import with the recipe and --split the file was exported "
+                "from"
+            )
         if question.question_id in seen:
             raise DataError(f"{where}: {key} {row[key]!r} repeats row {seen[question.question_id]}")
         seen[question.question_id] = n
         output = row.get(column)
-        matched.append((question, "" if output is None else str(output)))
+        matched.append((question, "" if output is None else str(output), row))
     return matched
 
 
-def _question(value, key: str, by_id: dict[str, Question], questions: list[Question]) -> Question | None:
-    if key == "question_id":
-        return by_id.get(str(value))
+def same_id(value, question_id: str) -> bool:
+    """Whether a question_id cell names `question_id`: equal as text, or as numbers (00012 read back as 12 or 12.0)."""
+    if str(value).strip() == question_id:
+        return True
+    try:
+        return float(value) == float(question_id)
+    except (TypeError, ValueError):
+        return False
+
+
+def _by_id(value, by_id: dict[str, Question]) -> Question | None:
+    found = by_id.get(str(value).strip())
+    if found is None:
+        found = next((q for q_id, q in by_id.items() if same_id(value, q_id)), None)
+    return found
+
+
+def _by_index(value, questions: list[Question]) -> Question | None:
     try:
         index = int(float(value))  # xlsx and pandas may give 3.0
     except (TypeError, ValueError):
@@ -130,10 +159,25 @@ def _question(value, key: str, by_id: dict[str, Question], questions: list[Quest
     return questions[index] if 0 <= index < len(questions) and index == float(value) else None
 
 
+def harness_verdict(row: dict) -> bool | None:
+    """The harness's own verdict on a row (`correct` or `hit`: true/false, 1/0), None when it has none."""
+    for column in VERDICT_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if value is not None else ""
+        if text in ("1", "1.0", "true", "yes"):
+            return True
+        if text in ("0", "0.0", "false", "no"):
+            return False
+    return None
+
+
 def import_predictions(
     recipe: Recipe, harness: str, path: Path, split: str = "test", name: str | None = None
 ) -> tuple[Path, list[str]]:
-    """Score a harness's predictions file; returns the eval folder and notes (questions without a prediction)."""
+    """Score a harness's predictions file; returns the eval folder and lines to print (questions without a
+    prediction, the harness's own accuracy)."""
     if harness not in PREDICTION_COLUMN:
         raise UserError(f"--format: {harness!r} is not one of {', '.join(PREDICTION_COLUMN)}")
     path = Path(path)
@@ -144,10 +188,28 @@ def import_predictions(
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     _claim(out, {"imported": harness, "file": str(path.resolve()), "sha256": digest, "split": split}, "Pass --name")
     label = f"{harness} import"
-    lines = [json.dumps(prediction(q, [output], label, MEDR1_RULE) | {"source": str(path)}) for q, output in matched]
+    lines, verdicts, ours = [], [], []
+    for q, output, row in matched:
+        line = prediction(q, [output], label, MEDR1_RULE) | {"source": str(path)}
+        verdict = harness_verdict(row)
+        if verdict is not None:
+            line["harness_correct"] = verdict
+            verdicts.append(verdict)
+            ours.append(line["correct"])
+        lines.append(json.dumps(line))
     atomic_write_text(out / "predictions.jsonl", "".join(line + "\n" for line in lines))
-    answered = {q.question_id for q, _ in matched}
+    answered = {q.question_id for q, _, _ in matched}
     missing = [q.question_id for q in questions if q.question_id not in answered]
-    notes = [f"{len(missing)} of {len(questions)} questions have no prediction in {path}: {', '.join(missing[:5])}"]
+    notes = []
+    if missing:
+        notes.append(
+            f"warning: {len(missing)} of {len(questions)} questions have no prediction in {path}: "
+            + ", ".join(missing[:5])
+        )
+    if verdicts:
+        notes.append(
+            f"the harness's own verdicts ({len(verdicts)} rows): {sum(verdicts) / len(verdicts):.1%} correct; med-r1's "
+            f"parser on the same rows: {sum(ours) / len(ours):.1%}"
+        )
     write_metrics(out, [q for q in questions if q.question_id in answered], f"{harness}: {path.name}", MEDR1_RULE)
-    return out, notes if missing else []
+    return out, notes

@@ -2,7 +2,8 @@
 
 `extract_answer` finds what a completion answers: the text inside `<answer>...</answer>` when present (multi-line
 too; a nested `<answer><answer>A</answer></answer>` reads `A`; tags outside `<think>...</think>` take precedence over
-tags the reasoning quotes), else the text after `</think>`, else the whole completion. `parse_choice` turns that into
+tags the reasoning quotes), else the last `\boxed{...}` (the form R1-style and harness reasoning prompts ask for),
+else the text after `</think>`, else the whole completion. `parse_choice` turns that into
 an option letter, accepting `B`, `(B)`, `B.`, `B) text`, `b`, "the answer is B", the option's text instead of its
 letter, and yes/no for yes/no options. `choice_letter` reads a completion's letter: several answer tags count once
 when they name the same option and not at all when they disagree. Nothing here raises; None means nothing parseable.
@@ -28,6 +29,7 @@ _ANSWER_TAG = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | 
 _OPEN_TAG = re.compile(r"<answer>(.*)$", re.DOTALL | re.IGNORECASE)
 _STRAY_TAG = re.compile(r"</?answer>", re.IGNORECASE)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")  # \boxed{B}, \boxed{\text{B}}: one nesting level
 _BARE_LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?\s*[.):]?$")
 # "B) text", "B. text", "(B) text", "B: text", "B - text"; and "B because ..." (not "A lesion ...": an article).
 _LEADING_LETTER = re.compile(r"^\(?([A-J])\s*(?:\)|\.|:|\s-\s)\s*(.*)$", re.DOTALL)
@@ -95,6 +97,9 @@ def extract_answer(text: str) -> Extracted:
         return _single("", False)  # reasoning cut off before </think>: there is no answer yet, only musings
     if "</think>" in after_think.lower():
         after_think = re.split(r"</think>", after_think, flags=re.IGNORECASE)[-1]
+    boxed = [re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", b).strip() for b in _BOXED.findall(after_think)]
+    if boxed:  # several boxes count as several tags do: once when they agree, not at all when they differ
+        return Extracted(boxed[-1] if len({normalise_text(b) for b in boxed}) == 1 else "", False, tuple(boxed))
     return _single(after_think.strip(), False)
 
 

@@ -14,7 +14,7 @@ import yaml
 from med_r1.config import DataConfig, DataSource, SplitConfig, load_recipe
 from med_r1.data import checks
 from med_r1.data.convert import LAYOUTS, check_out, convert
-from med_r1.data.export import export
+from med_r1.data.export import export, exportable, vlmevalkit_name_problem
 from med_r1.data.sources import FORMATS, image_root_of, load_source, select
 from med_r1.errors import UserError
 from med_r1.eval import difficulty
@@ -94,6 +94,13 @@ def cmd_data_export(args) -> int:
             raise UserError(f"{args.source} is no recipe, so key=value overrides do not apply: {args.overrides[0]}")
         source = DataSource(args.source, args.source_format, split=args.split or "all", image_root=args.image_root)
         questions, data = select(source, SplitConfig(), "SOURCE").questions, DataConfig(train=source)
+    kept, dropped = exportable(questions, args.format)
+    if not kept:
+        reasons = "; ".join(dropped[:3]) or "the selection holds no questions"
+        raise UserError(f"nothing to export to {args.format}: {len(dropped)} questions, none it can take ({reasons})")
+    problem = vlmevalkit_name_problem(out) if args.format == "vlmevalkit" else None
+    if problem:
+        print(f"warning: {problem}; name the file otherwise (the dataset name is the file's stem)")
     done = export(questions, args.format, out, args.force, data.frames, data.window)
     print(f"{len(done.questions)} questions written to {done.path}; {len(done.dropped)} left out")
     for line in done.dropped[:20]:
@@ -107,7 +114,7 @@ def cmd_eval_import(args) -> int:
     )
     print((out / "metrics.md").read_text())
     for note in notes:
-        print(f"warning: {note}")
+        print(note)
     print(f"predictions and metrics in {out}")
     return 0
 

@@ -44,6 +44,10 @@ OPTIONS = ["CT", "MRI", "X-ray", "Ultrasound"]
         ("<answer></answer>", None),
         ("", None),
         ("<answer>it is an ultrasound image</answer>", "D"),
+        ("So the answer is $\\boxed{B}$.", "B"),  # untagged: the box, as R1-style and harness prompts ask
+        ("<think>A?</think>\\boxed{\\text{C}}", "C"),
+        ("\\boxed{A} or maybe \\boxed{D}", None),  # boxes that disagree name nothing
+        ("<answer>A</answer> \\boxed{B}", "A"),  # a tag wins over a box
     ],
 )
 def test_parse_choice(completion, letter):

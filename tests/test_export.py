@@ -4,10 +4,12 @@ and MedEvalKit's OmniMedVQA folder, and predictions files read back into med-r1'
 import base64
 import csv
 import importlib.util
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from med_r1.cli import main
 from med_r1.config import DataSource, load_recipe
@@ -194,3 +196,98 @@ def test_questions_a_format_cannot_hold_are_left_out_with_the_reason(test_split)
     kept, dropped = exportable(questions, "medevalkit")
     assert kept == questions[:1] and [d.split(":")[0] for d in dropped] == ["five", "two", "open"]
     assert "A-D only" in dropped[0] and "one image" in dropped[1]
+
+
+def test_rows_are_matched_by_index_and_numeric_ids_survive_a_spreadsheet(test_split, tmp_path):
+    """VLMEvalKit keeps `index`; a spreadsheet turns an id such as 00012 into 12, which must still match, while a
+    question_id that names another question is refused."""
+    from dataclasses import replace
+
+    from med_r1.errors import DataError
+    from med_r1.eval.harness import match, same_id
+
+    questions = [replace(q, question_id=f"{i:05d}") for i, q in enumerate(test_split[:3])]
+    rows = [
+        {"index": 2.0, "question_id": 2, "prediction": "B"},
+        {"index": 0, "question_id": "00000", "prediction": ""},
+    ]
+    matched = match(rows, questions, "vlmevalkit", tmp_path / "p.xlsx")
+    assert [(q.question_id, out) for q, out, _ in matched] == [("00002", "B"), ("00000", "")]
+    assert same_id(12.0, "00012") and same_id("x1", "x1") and not same_id(12, "x12")
+    with pytest.raises(DataError, match=r"p.tsv: row 2: index 1 is question '00001'.*names question_id 2"):
+        match([{"index": 1, "question_id": 2, "prediction": "A"}], questions, "vlmevalkit", tmp_path / "p.tsv")
+    # MedEvalKit's results.json carries question_id only
+    rows = [{"question_id": 1, "response": "\\boxed{A}"}]
+    assert match(rows, questions, "medevalkit", tmp_path / "r.json")[0][0].question_id == "00001"
+
+
+def test_texts_pandas_reads_as_missing_and_questions_without_images_are_left_out(test_split):
+    from dataclasses import replace
+
+    from med_r1.data.export import exportable
+
+    none_option = replace(test_split[0], question_id="none", options=("None", *test_split[0].options[1:]))
+    na_question = replace(test_split[0], question_id="na", question="N/A")
+    no_image = replace(test_split[0], question_id="blind", images=())
+    questions = [test_split[0], none_option, na_question, no_image]
+    kept, dropped = exportable(questions, "vlmevalkit")
+    assert kept == questions[:1] and [d.split(":")[0] for d in dropped] == ["none", "na", "blind"]
+    assert "'None' would be read as a missing value" in dropped[0] and "no image" in dropped[2]
+    kept, dropped = exportable(questions, "medevalkit")  # JSON keeps "None" as text
+    assert kept == questions[:3] and dropped[0].startswith("blind: no image")
+
+
+def test_images_a_harness_would_show_otherwise_are_exported_as_med_r1_sees_them(tmp_path):
+    """8-bit PNG/JPEG go byte for byte; a 16-bit PNG (a harness's convert('RGB') clips it) and a photo with an EXIF
+    rotation are decoded as med-r1 decodes them and written as PNG."""
+    import numpy as np
+
+    from med_r1.data.medical import load_frames
+
+    eight = tmp_path / "eight.png"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(eight)
+    assert image_files(str(eight)) == [(eight.read_bytes(), ".png")]
+
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 15).astype(np.uint16)).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I")
+    ((data, suffix),) = image_files(str(sixteen))
+    exported = Image.open(io.BytesIO(data))
+    assert suffix == ".png" and exported.mode == "RGB"
+    assert np.array_equal(np.asarray(exported), np.asarray(load_frames(sixteen)[0]))
+    assert len(np.unique(np.asarray(exported))) > 100  # grey levels kept, not clipped to black and white
+
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(np.zeros((40, 80, 3), dtype=np.uint8)).save(rotated, exif=exif)
+    ((data, suffix),) = image_files(str(rotated))
+    assert suffix == ".png" and Image.open(io.BytesIO(data)).size == (40, 80)  # as displayed
+
+
+def test_an_export_with_nothing_to_write_is_refused_and_risky_names_are_warned(tmp_path, capsys):
+    out = tmp_path / "mmbench_like.tsv"
+    assert main(["data", "export", "--format", "vlmevalkit", QUICKSTART, "--out", str(out), "data.eval.limit=2"]) == 0
+    assert "warning: VLMEvalKit scores a dataset whose name contains 'mmbench'" in capsys.readouterr().out
+    rows = tmp_path / "open.jsonl"
+    rows.write_text(json.dumps({"id": "q1", "image": "x.png", "question": "What?", "answer": "a cyst"}) + "\n")
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    code = main(["data", "export", "--format", "vlmevalkit", str(rows), "--out", str(tmp_path / "none.tsv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nothing to export to vlmevalkit: 1 questions, none it can take" in err
+    assert "q1: an open question" in err and not (tmp_path / "none.tsv").exists()
+
+
+def test_the_harness_s_own_verdicts_are_kept_beside_med_r1_s(test_split, tmp_path, capsys):
+    results = [
+        {"question_id": q.question_id, "response": f"\\boxed{{{q.answer}}}" if i % 2 else "no idea", "correct": i % 2}
+        for i, q in enumerate(test_split)
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "run"
+    argv = ["eval", "import", "--format", "medevalkit", str(tmp_path / "results.json"), "--recipe", QUICKSTART]
+    assert main([*argv, f"output_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "the harness's own verdicts (49 rows): 49.0% correct; med-r1's parser on the same rows: 49.0%" in printed
+    predictions = [json.loads(line) for line in (out / "eval" / "medevalkit" / "predictions.jsonl").open()]
+    assert all(p["harness_correct"] == p["correct"] for p in predictions)  # \boxed{B} is read as B

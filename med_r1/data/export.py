@@ -18,8 +18,9 @@ Its `OmniMedVQA` benchmark reads an OmniMedVQA folder (`QA_information/Open-acce
 question; other questions are left out and listed, as are open questions for both harnesses (their formats here are
 multiple choice).
 
-PNG and JPEG files are exported byte for byte; any other image (DICOM, NIfTI, TIFF, .npy, ...) is decoded as med-r1
-decodes it and written as PNG, one per frame.
+8-bit PNG and JPEG files are exported byte for byte; any other image (DICOM, NIfTI, TIFF, .npy, a 16-bit PNG, a
+photo with an EXIF rotation, ...) is decoded as med-r1 decodes it and written as PNG, one per frame, so the harness
+shows the model what med-r1 would (a harness converting a 16-bit PNG to RGB itself clips it to black and white).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from med_r1.data.medical import load_frames
 from med_r1.data.taxonomy import slug
 from med_r1.io import atomic_write_bytes, atomic_writer, check_output_folder
@@ -39,7 +42,13 @@ from med_r1.records import LETTERS, Question
 
 HARNESSES = ("vlmevalkit", "medevalkit")
 RAW_IMAGES = (".png", ".jpg", ".jpeg")
-"""Image files exported as they are; the harnesses' readers (PIL) open these."""
+"""Image files exported as they are when 8-bit and unrotated; the harnesses' readers (PIL) open these."""
+PANDAS_MISSING = frozenset(
+    "#N/A|#N/A N/A|#NA|-1.#IND|-1.#QNAN|-NaN|-nan|1.#IND|1.#QNAN|<NA>|N/A|NA|NULL|NaN|None|n/a|nan|null".split("|")
+)
+"""Cell texts pandas' read_csv takes for missing values (its default na_values): VLMEvalKit reads its TSV with
+pandas, so an option written as one of these would vanish from the prompt while its letter stays the answer."""
+EXIF_ORIENTATION = 0x0112
 MEDEVALKIT_BENCHMARK = "OmniMedVQA"
 """The MedEvalKit benchmark whose reader the medevalkit export feeds."""
 MEDEVALKIT_OPTIONS = 4
@@ -59,6 +68,15 @@ def unexportable(question: Question, harness: str) -> str | None:
     """Why `question` cannot be written in `harness`'s format; None when it can."""
     if question.answer_type != "choice" or not question.options:
         return "an open question: the export is multiple choice, which needs options"
+    if not question.images:
+        return "no image: both harnesses ask every question with its image"
+    if harness == "vlmevalkit":
+        missing = [t for t in (question.question, *question.options) if t.strip() in PANDAS_MISSING or not t.strip()]
+        if missing:
+            return (
+                f"the text {missing[0]!r} would be read as a missing value by VLMEvalKit (pandas), so that option or "
+                "question would vanish from its prompt"
+            )
     if harness == "medevalkit":
         if len(question.options) > MEDEVALKIT_OPTIONS:
             return f"{len(question.options)} options: MedEvalKit's OmniMedVQA reader takes A-D only"
@@ -66,6 +84,23 @@ def unexportable(question: Question, harness: str) -> str | None:
             return f"{len(question.images)} images: MedEvalKit's OmniMedVQA reader takes one image per question"
         if len(set(question.options)) != len(question.options):
             return "two options share a text: MedEvalKit's reader finds the answer letter by the option's text"
+    return None
+
+
+VLMEVALKIT_NAME_TRIGGERS = ("mmbench", "ccbench", "circular", "mmcr", "mmmu")
+"""Parts of a dataset name that make VLMEvalKit score a file its own way (circular evaluation, MMMU's preprocessing)."""
+VLMEVALKIT_BUILTIN = ("omnimedvqa",)
+"""Names of VLMEvalKit's own medical benchmarks: a file so named is not read, the built-in set is loaded instead."""
+
+
+def vlmevalkit_name_problem(out: Path) -> str | None:
+    """Why VLMEvalKit would not read the file `out` as a plain multiple-choice set (its dataset name is the stem)."""
+    name = out.stem.lower()
+    if name in VLMEVALKIT_BUILTIN:
+        return f"VLMEvalKit has a built-in dataset named {out.stem}, which it loads instead of this file"
+    hit = next((t for t in VLMEVALKIT_NAME_TRIGGERS if t in name), None)
+    if hit:
+        return f"VLMEvalKit scores a dataset whose name contains {hit!r} in its own way (circular or MMMU-style)"
     return None
 
 
@@ -84,7 +119,7 @@ def exportable(questions: list[Question], harness: str) -> tuple[list[Question],
 def image_files(path: str, frames: int = 8, window: str = "auto") -> list[tuple[bytes, str]]:
     """(bytes, suffix) of each image a file gives: PNG/JPEG as they are, anything else decoded and written as PNG."""
     file = Path(path)
-    if file.is_file() and file.suffix.lower() in RAW_IMAGES:
+    if file.is_file() and file.suffix.lower() in RAW_IMAGES and _shown_as_stored(file):
         return [(file.read_bytes(), file.suffix.lower())]
     encoded = []
     for frame in load_frames(file, frames=frames, window=window):
@@ -92,6 +127,16 @@ def image_files(path: str, frames: int = 8, window: str = "auto") -> list[tuple[
         frame.save(buffer, format="PNG")
         encoded.append((buffer.getvalue(), ".png"))
     return encoded
+
+
+def _shown_as_stored(file: Path) -> bool:
+    """Whether any image reader shows the file as med-r1 does: 8 bits per channel and no EXIF rotation."""
+    try:
+        with Image.open(file) as img:
+            eight_bit = img.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr")
+            return eight_bit and img.getexif().get(EXIF_ORIENTATION, 1) == 1
+    except (OSError, UnidentifiedImageError):
+        return False  # load_frames then names the file and what is wrong with it
 
 
 def export(
@@ -120,7 +165,17 @@ def write_vlmevalkit(questions: list[Question], out: Path, frames: int, window: 
             image = encoded[0] if len(encoded) == 1 else json.dumps(encoded)  # several: a list VLMEvalKit parses
             options = [q.options[i] if i < len(q.options) else "" for i in range(len(letters))]
             writer.writerow(
-                [index, image, q.question, *options, q.answer, q.modality, q.question_type, q.question_id, q.dataset]
+                [
+                    index,
+                    image,
+                    q.question,
+                    *options,
+                    q.answer,
+                    q.modality or "unknown",  # an empty category is NaN to VLMEvalKit, whose report then fails
+                    q.question_type or "unknown",
+                    q.question_id,
+                    q.dataset,
+                ]
             )
     return out
 
