@@ -2,10 +2,12 @@
 
     med-r1 tiny-model runs/tiny-qwen2vl --seed 0 [--arch qwen2.5-vl | qwen3-vl]
 
-Everything is made in code: a byte-level BPE tokenizer trained in memory with Qwen2-VL's special tokens and chat
-template (`<think>`, `</think>`, `<answer>`, `</answer>` and the option letters are single tokens), the real
-`Qwen2VLProcessor` (image + video processors), and a ~200k-parameter `Qwen2VLForConditionalGeneration` (< 1 MB).
-Nothing touches the network, and the same seed gives byte-identical files.
+Everything is made in code: a byte-level BPE tokenizer of 1,200 tokens trained in memory with Qwen2-VL's special tokens
+and chat template (`<think>`, `</think>`, `<answer>`, `</answer>` and the option letters are single tokens), the real
+`Qwen2VLProcessor` (image + video processors), and a 308k-parameter `Qwen2VLForConditionalGeneration` (1.3 MB on disk).
+The tokenizer learns its words from a few fixed lines, Med-R1's prompt templates and `tiny_corpus.txt` (the
+quickstart's training questions, written by tools/build_tiny_corpus.py), so a prompt is ~140 tokens rather than ~230
+and most option texts one to three tokens. Nothing touches the network, and the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import os
 import shutil
 from pathlib import Path
 
+from med_r1.prompts import TEMPLATES
+
+BUILD = 2
+"""Bumped whenever the builder makes different files for a seed (2: the 1,200-token vocabulary), so a cached copy
+of an older build is never taken for the current one."""
 BUILTIN_NAME = "builtin:tiny-qwen2vl"
 """Recipes may name the tiny model this way; it is built on first use into the med-r1 cache (same bytes every time)."""
 BUILTIN_JUDGE = "builtin:tiny-judge"
@@ -71,6 +78,16 @@ _CORPUS = [
 ]
 
 
+VOCAB_SIZE = 1200
+CORPUS_FILE = Path(__file__).with_name("tiny_corpus.txt")
+
+
+def corpus() -> list[str]:
+    """The lines the tokenizer is trained on: fixed lines, Med-R1's templates, the quickstart's training questions."""
+    lines = CORPUS_FILE.read_text(encoding="utf-8").splitlines()
+    return _CORPUS + list(TEMPLATES.values()) + [line for line in lines if line and not line.startswith("#")]
+
+
 def build_tokenizer():
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -80,12 +97,12 @@ def build_tokenizer():
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=VOCAB_SIZE,
         special_tokens=QWEN2VL_SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.train_from_iterator(corpus(), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in REASONING_TAGS])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left"
@@ -227,12 +244,12 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
 
 def builtin_tiny_model(seed: int = 0) -> Path:
     """The tiny model in the cache ($MED_R1_CACHE, default ~/.cache/med_r1), built there on first use."""
-    return _cached(f"tiny-qwen2vl-seed{seed}", lambda out: build_tiny_qwen2vl(out, seed=seed))
+    return _cached(f"tiny-qwen2vl-b{BUILD}-seed{seed}", lambda out: build_tiny_qwen2vl(out, seed=seed))
 
 
 def builtin_tiny_judge(seed: int = 0) -> Path:
     """The tiny causal LM (`builtin:tiny-judge`) in the cache, built there on first use."""
-    return _cached(f"tiny-judge-seed{seed}", lambda out: build_tiny_causal_lm(out, seed=seed))
+    return _cached(f"tiny-judge-b{BUILD}-seed{seed}", lambda out: build_tiny_causal_lm(out, seed=seed))
 
 
 def resolve_builtin(name_or_path: str) -> str:

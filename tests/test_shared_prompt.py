@@ -406,13 +406,17 @@ def test_training_with_the_switch_on_and_off_ends_with_equal_weights(tiny_model,
     from med_r1.plan import build_plan
     from med_r1.train import build_trainer
 
+    # A reward that differs between any two random rollouts, so every group has a learning signal.
+    plugin = tmp_path / "spread.py"
+    plugin.write_text("def distinct_characters(completions, **kwargs):\n    return [len(set(str(c))) / 10 for c in completions]\n")
+
     def train(share: bool):
         recipe = parse_recipe(
             {
                 "model": {"name_or_path": str(tiny_model), "finetune": "full", "share_prompt": share},
                 "data": {"train": {"path": "bundled", "limit": 16}, "image_size": 56},
                 "output_dir": str(tmp_path / f"run-{share}"),
-                "rewards": [{"name": "format_partial"}, {"name": "length"}],
+                "rewards": [{"name": "format_partial"}, {"name": f"{plugin}:distinct_characters"}],
                 "grpo": {
                     "max_steps": 3,
                     "per_device_train_batch_size": 8 // accumulation,

@@ -46,3 +46,26 @@ def test_forward_with_an_image(tiny_model):
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape[-1] == len(processor.tokenizer) and torch.isfinite(logits).all()
+
+
+def test_tokenizer_corpus_is_rebuilt_from_the_training_split_only():
+    """The words the tiny tokenizer learns come from tools/build_tiny_corpus.py, which reads only the quickstart's
+    training split: the committed file is exactly a fresh build, and its lines are the training questions' texts
+    (held-out questions share a text only where the same question is also asked about a training image)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from med_r1.config import load_recipe
+    from med_r1.data.sources import select
+    from med_r1.prompts import format_problem
+    from med_r1.tiny import CORPUS_FILE
+
+    root = Path(__file__).resolve().parents[1]
+    check = subprocess.run([sys.executable, str(root / "tools" / "build_tiny_corpus.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    recipe = load_recipe(str(root / "recipes" / "quickstart.yaml"))
+    train = {format_problem(q.question, q.options) for q in select(recipe.data.train, recipe.data.split, "t").questions}
+    lines = {line for line in CORPUS_FILE.read_text(encoding="utf-8").splitlines() if not line.startswith("#")}
+    assert lines == train

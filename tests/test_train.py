@@ -14,12 +14,12 @@ PLUGIN = Path(__file__).parent / "plugins" / "token_reward.py"
 
 
 def varying_reward(tiny_model) -> dict:
-    """A reward whose group std is never zero, so every step has a gradient."""
+    """A reward whose group std is never zero, so every step has a gradient: the share of a random model's tokens
+    that have even ids (about half of them, never the same share for every rollout of a group)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    ids = [tokenizer.convert_tokens_to_ids(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
-    return {"name": f"{PLUGIN}:token_set_share", "kwargs": {"token_ids": ids}}
+    return {"name": f"{PLUGIN}:token_set_share", "kwargs": {"token_ids": list(range(0, len(tokenizer), 2))}}
 
 
 def run(tmp_path, recipe) -> int:
