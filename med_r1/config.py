@@ -228,8 +228,10 @@ class WarmupConfig:
     """Rows per question: its own option order, plus option_orders - 1 random reorderings (the target letter follows
     its option), so the letter is learned from the options' content rather than from its position."""
     think: str = ""
-    """What the targets hold inside <think>...</think> (think templates): fixed text, or with {modality},
-    {question_type} and {answer} (the answer's text) filled in per question."""
+    """What the targets hold inside <think>...</think> (think templates): fixed text, or with fields filled in per
+    question (med_r1.prompts.THINK_FIELDS): {modality}, {question_type}, {answer} (the answer's text), {options} (the
+    options as the prompt lists them: `A)CT, B)MRI`) and {options_to_answer} (that list read up to the answer's
+    letter: `A)CT, B)` when B is right)."""
     eval_prompt: bool = False
     """Also train on the evaluation wording of the prompt (eval.prompt, else the template's evaluation template),
     alternating with the training wording; neither wording carries evaluation data."""

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from med_r1.records import LETTERS
 
+THINK_FIELDS = ("modality", "question_type", "answer", "options", "options_to_answer")
+"""The fields a warm-up's think template (`warmup.think`) may use; med_r1.warmup fills them in per question."""
+
 TEMPLATES: dict[str, str] = {
     # Med-R1 src/r1-v/src/open_r1/grpo_vqa.py (= MedVLM-R1's multiple-choice template).
     "medr1_think": (
@@ -74,6 +77,12 @@ def format_problem(question: str, options: list[str] | tuple[str, ...]) -> str:
     if not options:
         return question
     return question + " " + ", ".join(f"{LETTERS[i]}){text}" for i, text in enumerate(options))
+
+
+def options_to(options: list[str] | tuple[str, ...], letter: str) -> str:
+    """The options as `format_problem` lists them, read up to `letter` (its text left out): `A)CT, B)` for B."""
+    k = LETTERS.index(letter)
+    return ", ".join([f"{LETTERS[i]}){text}" for i, text in enumerate(options[:k])] + [f"{letter})"])
 
 
 def render_prompt(template: str, question: str, options: list[str] | tuple[str, ...]) -> str:

@@ -12,7 +12,7 @@ import math
 import typing
 from typing import Any
 
-from med_r1.prompts import TEMPLATES
+from med_r1.prompts import TEMPLATES, THINK_FIELDS
 from med_r1.strict import accepts_str_not_bool, convert, is_simple, unknown_key
 
 # Keys that recipes from other tools carry but TRL 1.16 no longer has, with what to do instead.
@@ -255,11 +255,12 @@ def check_warmup(warmup) -> list[str]:
         if not (math.isfinite(value) and ok(value)):
             errors.append(f"warmup.{key}: must be {wanted}, got {value}")
     try:
-        warmup.think.format(modality="", question_type="", answer="")
+        warmup.think.format(**dict.fromkeys(THINK_FIELDS, ""))
     except (KeyError, IndexError, ValueError) as exc:
+        fields = ", ".join("{" + name + "}" for name in THINK_FIELDS)
         errors.append(
             f"warmup.think: {warmup.think!r} is not a think template ({type(exc).__name__}: {exc}); fields: "
-            "{modality}, {question_type}, {answer} (write {{ and }} for braces)"
+            f"{fields} (write {{{{ and }}}} for braces)"
         )
     if warmup.enabled and warmup.sft:
         from trl import SFTConfig  # lazy: trl imports torch

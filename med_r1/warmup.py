@@ -27,7 +27,7 @@ from med_r1.config import PromptConfig, Recipe
 from med_r1.data.rows import IMAGE_PATHS, ImageLoader, TrainingRows, build_prompt
 from med_r1.errors import ConfigError
 from med_r1.io import atomic_write_text
-from med_r1.prompts import eval_template
+from med_r1.prompts import eval_template, format_problem, options_to
 from med_r1.records import LETTERS, Question
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,14 @@ def target(question: Question, template: str, think: str) -> str:
     text = question.options[LETTERS.index(question.answer)] if choice else answer
     if template in NO_THINK:
         return f"<answer>{answer}</answer>"
-    thought = think.format(modality=question.modality, question_type=question.question_type, answer=text)
+    listed = format_problem("", question.options).strip()
+    thought = think.format(
+        modality=question.modality,
+        question_type=question.question_type,
+        answer=text,
+        options=listed,
+        options_to_answer=options_to(question.options, answer) if choice else listed,
+    )
     return f"<think>{thought}</think><answer>{answer}</answer>"
 
 

@@ -12,6 +12,7 @@ from conftest import tiny_recipe, write_recipe
 from med_r1 import warmup
 from med_r1.cli import main
 from med_r1.config import ConfigError, parse_recipe
+from med_r1.prompts import render_prompt
 from med_r1.records import Question
 
 
@@ -36,6 +37,29 @@ def test_targets_follow_the_template_and_the_think_fields():
     assert warmup.target(q, "medr1_nothink", "ignored") == "<answer>B</answer>"
     open_q = question(options=(), answer=" left lung ", answer_type="open")
     assert warmup.target(open_q, "open_think", "{modality}") == "<think>MRI</think><answer>left lung</answer>"
+
+
+def test_the_options_fields_list_them_as_the_prompt_does():
+    """{options} is the prompt's own option list, {options_to_answer} that list read up to the answer's letter, so a
+    model can learn to point at its answer by copying the prompt (the quickstart's think)."""
+    q = question()
+    assert warmup.target(q, "medr1_think", "{modality}. {options_to_answer}") == (
+        "<think>MRI. A)CT, B)</think><answer>B</answer>"
+    )
+    assert (
+        warmup.target(question(answer="A"), "medr1_think", "{options_to_answer}")
+        == "<think>A)</think><answer>A</answer>"
+    )
+    assert warmup.target(question(answer="D"), "medr1_think", "{options_to_answer}") == (
+        "<think>A)CT, B)MRI, C)X-Ray, D)</think><answer>D</answer>"
+    )
+    listed = warmup.target(q, "medr1_think", "{options}")
+    assert listed == "<think>A)CT, B)MRI, C)X-Ray, D)Ultrasound</think><answer>B</answer>"
+    assert listed[len("<think>") : -len("</think><answer>B</answer>")] in render_prompt(
+        "medr1_think", q.question, q.options
+    )
+    open_q = question(options=(), answer="a cyst", answer_type="open")
+    assert warmup.target(open_q, "open_think", "[{options_to_answer}]") == "<think>[]</think><answer>a cyst</answer>"
 
 
 def test_reordered_options_move_the_letter_with_the_answer():
@@ -81,6 +105,7 @@ def test_bad_warmup_settings_are_named(tiny_model, omni_dir, tmp_path):
         "warmup.epochs: must be greater than 0",
         "warmup.option_orders: must be at least 1",
         "warmup.think: '{diagnosis}'",
+        "fields: {modality}, {question_type}, {answer}, {options}, {options_to_answer}",
         "warmup.sft.learning_rate: set warmup.learning_rate",
         "warmup.sft.lr_sheduler_type",
     ):
