@@ -408,7 +408,9 @@ def test_training_with_the_switch_on_and_off_ends_with_equal_weights(tiny_model,
 
     # A reward that differs between any two random rollouts, so every group has a learning signal.
     plugin = tmp_path / "spread.py"
-    plugin.write_text("def distinct_characters(completions, **kwargs):\n    return [len(set(str(c))) / 10 for c in completions]\n")
+    plugin.write_text(
+        "def distinct_characters(completions, **kwargs):\n    return [len(set(str(c))) / 10 for c in completions]\n"
+    )
 
     def train(share: bool):
         recipe = parse_recipe(

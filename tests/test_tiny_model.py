@@ -62,10 +62,13 @@ def test_tokenizer_corpus_is_rebuilt_from_the_training_split_only():
     from med_r1.tiny import CORPUS_FILE
 
     root = Path(__file__).resolve().parents[1]
-    check = subprocess.run([sys.executable, str(root / "tools" / "build_tiny_corpus.py"), "--check"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(root / "tools" / "build_tiny_corpus.py"), "--check"], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
     recipe = load_recipe(str(root / "recipes" / "quickstart.yaml"))
-    train = {format_problem(q.question, q.options) for q in select(recipe.data.train, recipe.data.split, "t").questions}
+    train = {
+        format_problem(q.question, q.options) for q in select(recipe.data.train, recipe.data.split, "t").questions
+    }
     lines = {line for line in CORPUS_FILE.read_text(encoding="utf-8").splitlines() if not line.startswith("#")}
     assert lines == train
