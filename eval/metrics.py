@@ -4,7 +4,9 @@ Two accuracies per cell: `accuracy`, read by med-r1's parser (the one the `accur
 the option text and multi-line tags count; hedges and disagreeing tags do not), and `accuracy_medr1`, exactly what
 Med-R1's evaluation scripts count (`med_r1.answers.medr1_eval_answer`), to set beside the paper's numbers.
 Unparseable outputs count as wrong (as in Med-R1) and their share is reported beside the accuracy. Rows whose image
-could not be read are counted apart and left out of the accuracy. Intervals are 95% Wilson score intervals.
+could not be read are counted apart and left out of the accuracy. Intervals are 95% Wilson score intervals. `chance`
+is what guessing would score on the same questions: the mean of 1 / number of options (1/2 for yes/no), given where
+every question of a cell has options (not for open-ended questions, nor for predictions written before it was kept).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def _cell(rows: list[dict]) -> dict:
         "correct_medr1": medr1,
         "ci95_medr1": list(wilson(medr1, n)),
     }
+    if n and all(r.get("choices") for r in scored):
+        cell["chance"] = sum(1 / r["choices"] for r in scored) / n
     if len(rows) != n:
         cell["errors"] = len(rows) - n
     samples = [r for r in scored if "correct_all" in r]
@@ -82,8 +86,9 @@ def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
         f"# {title}",
         "",
         f"Overall accuracy **{_pct(overall['accuracy'])}** over {overall['count']} questions "
-        f"(95% CI {_ci(overall['ci95'])}; unparseable {_pct(overall['unparseable'])}); by Med-R1's scorer "
-        f"**{_pct(overall['accuracy_medr1'])}** (95% CI {_ci(overall['ci95_medr1'])}).",
+        f"(95% CI {_ci(overall['ci95'])}; unparseable {_pct(overall['unparseable'])}"
+        + (f"; chance {_pct(overall['chance'])}" if "chance" in overall else "")
+        + f"); by Med-R1's scorer **{_pct(overall['accuracy_medr1'])}** (95% CI {_ci(overall['ci95_medr1'])}).",
         "",
         "`accuracy`: med-r1's answer parser (the `accuracy` reward's). `accuracy (Med-R1)`: exactly what Med-R1's "
         f"evaluation script counts ({metrics.get('medr1_scoring', 'its answer regex')}); quote it beside the "
@@ -93,6 +98,8 @@ def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
         lines.append(
             f"{overall['errors']} questions had unreadable images and are not counted (see predictions.jsonl)."
         )
+    if "chance" in overall:
+        extra.append("chance")
     for g in GROUPS:
         lines += [
             "",
@@ -105,7 +112,7 @@ def to_markdown(metrics: dict, title: str = "Evaluation") -> str:
             "|---|---|---|---|---|---|---|" + "---|" * len(extra),
         ]
         for key, cell in metrics[f"by_{g}"].items():
-            tail = "".join(f" {_pct(cell.get(k, 0.0))} |" for k in extra)
+            tail = "".join(f" {_pct(cell[k]) if k in cell else '-'} |" for k in extra)
             lines.append(
                 f"| {key} | {_pct(cell['accuracy'])} | {_ci(cell['ci95'])} | {_pct(cell['accuracy_medr1'])} | "
                 f"{_ci(cell['ci95_medr1'])} | {cell['count']} | {_pct(cell['unparseable'])} |{tail}"

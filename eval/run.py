@@ -195,6 +195,9 @@ def prediction(question: Question, outputs: list[str], prompt: str, medr1_rule: 
         "correct": correct_all[0],
         "correct_medr1": medr1_eval_correct(outputs[0], question.answer, medr1_rule),
     }
+    choices = len(question.options) if kind == "choice" else 2 if kind == "closed" else 0
+    if choices:
+        row["choices"] = choices  # a random guess is right 1 / choices of the time (the table's `chance`)
     if len(outputs) > 1:
         vote = majority(parsed_all)
         row |= {

@@ -428,3 +428,27 @@ def test_eval_on_medr1_split_files_native_or_square_scored_both_ways(tiny_model,
         metrics = json.loads((tmp_path / "run" / "eval" / name / "metrics.json").read_text())
         assert metrics["medr1_scoring"].startswith("the raw output" if size == "native" else "the first <answer>")
         assert metrics["overall"]["correct_medr1"] == sum(r["correct_medr1"] for r in rows)
+
+
+def test_tables_show_what_guessing_would_score():
+    """`chance`: the mean of 1 / number of options over a cell's questions (1/2 for yes/no), beside the accuracy;
+    left out where a cell holds open questions, whose answers cannot be guessed from a list."""
+    from med_r1.eval.metrics import summarize, to_markdown
+
+    def q(qid, options, modality, kind="choice"):
+        return Question(qid, "d", ("x.png",), "?", options, "A" if options else "x", modality, "t", kind)
+
+    rows = [
+        prediction(q("a", ("x", "y"), "CT"), ["<answer>A</answer>"], "p"),
+        prediction(q("b", ("x", "y", "z", "w"), "CT"), ["<answer>B</answer>"], "p"),
+        prediction(q("c", (), "MRI", "closed"), ["no"], "p"),
+        prediction(q("d", (), "OCT", "open"), ["x"], "p"),
+    ]
+    metrics = summarize(rows)
+    assert metrics["by_modality"]["CT"]["chance"] == (1 / 2 + 1 / 4) / 2
+    assert metrics["by_modality"]["MRI"]["chance"] == 1 / 2
+    assert "chance" not in metrics["by_modality"]["OCT"] and "chance" not in metrics["overall"]
+    choice_only = summarize(rows[:2])
+    assert choice_only["overall"]["chance"] == 0.375
+    md = to_markdown(choice_only)
+    assert "; chance 37.5%)" in md and "| n | unparseable | chance |" in md and "| CT | 50.0% |" in md
