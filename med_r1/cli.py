@@ -27,7 +27,7 @@ from med_r1.matrix import run_matrix
 from med_r1.plan import build_plan
 from med_r1.report import plan_summary
 from med_r1.tiny import build_tiny_causal_lm, build_tiny_qwen2vl
-from med_r1.train import train
+from med_r1.train import leave_process_group, train
 
 
 def _run_args(args) -> str:
@@ -38,6 +38,7 @@ def _run_args(args) -> str:
 def cmd_train(args) -> int:
     overrides = args.overrides + (["verbose=true"] if args.verbose else [])
     trained = train(load_recipe(args.recipe, overrides), _run_args(args))
+    leave_process_group()
     print("done: " + "\n      ".join(trained.summary))
     print(f"next: med-r1 eval {_run_args(args)}")
     return 0

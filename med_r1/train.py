@@ -140,8 +140,18 @@ def train(recipe: Recipe, run_args: str = "RECIPE") -> Trained:
         **{f"reward errors in {name} (rows scored None)": n for name, n in errors.items()},
     }
     out = Path(recipe.output_dir)
+    state.wait_for_everyone()  # the main process has written metrics.jsonl and the final model
     rows = [r for r in read_jsonl(out / run_folder.METRICS) if "reward" in r]
     return Trained(final, warm_lines + training_summary(rows, accuracy, counts, out / "rewards.png", final))
+
+
+def leave_process_group() -> None:
+    """Leave the process group torchrun/accelerate started this process in, after its last collective. Left to the
+    interpreter's exit, gloo's threads can outlive it, and a complete run then ends with "terminate called without an
+    active exception" (exit -6) on one rank. A no-op in a single process."""
+    from accelerate import PartialState  # lazy: accelerate imports torch
+
+    PartialState().destroy_process_group()
 
 
 def _warm_up(recipe: Recipe, plan: Plan, cuda: bool, checkpoint: str | None) -> tuple[Recipe, list[str]]:
