@@ -105,6 +105,11 @@ def match(rows: list[dict], questions: list[Question], harness: str, path: Path)
             f"{path}: no {column!r} column (columns: {', '.join(map(str, rows[0]))}); give the {harness} predictions file"
         )
     by_id = {q.question_id: q for q in questions}
+    by_number = {}  # numeric ids by value, for cells a spreadsheet turned into numbers (00012 -> 12); built once
+    for q in questions:
+        number = _number(q.question_id)
+        if number is not None:
+            by_number.setdefault(number, q)
     key = "index" if harness == "vlmevalkit" and rows and "index" in rows[0] else "question_id"
     if rows and key not in rows[0]:
         other = " (nor 'index')" if harness == "vlmevalkit" else ""
@@ -114,7 +119,7 @@ def match(rows: list[dict], questions: list[Question], harness: str, path: Path)
         where = f"{path}: row {n}"
         if key not in row:
             raise DataError(f"{where} has no {key!r}")
-        question = _by_index(row[key], questions) if key == "index" else _by_id(row[key], by_id)
+        question = _by_index(row[key], questions) if key == "index" else _by_id(row[key], by_id, by_number)
         if question is None:
             raise DataError(
                 f"{where}: {key} {row[key]!r} is not one of the recipe's {len(questions)} exported questions; import "
@@ -138,16 +143,22 @@ def same_id(value, question_id: str) -> bool:
     """Whether a question_id cell names `question_id`: equal as text, or as numbers (00012 read back as 12 or 12.0)."""
     if str(value).strip() == question_id:
         return True
+    number = _number(value)
+    return number is not None and number == _number(question_id)
+
+
+def _number(value) -> float | None:
     try:
-        return float(value) == float(question_id)
+        return float(value)
     except (TypeError, ValueError):
-        return False
+        return None
 
 
-def _by_id(value, by_id: dict[str, Question]) -> Question | None:
+def _by_id(value, by_id: dict[str, Question], by_number: dict[float, Question]) -> Question | None:
     found = by_id.get(str(value).strip())
     if found is None:
-        found = next((q for q_id, q in by_id.items() if same_id(value, q_id)), None)
+        number = _number(value)
+        found = by_number.get(number) if number is not None else None
     return found
 
 
